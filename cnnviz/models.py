@@ -1,0 +1,356 @@
+"""The model zoo: torchvision classifiers through their weights API, plus the bundled small CNN.
+
+``load_model(name)`` returns a ``LoadedModel``: the module in eval mode with its preprocessing,
+class names and a plain statement of which weights it carries. Preprocessing and class names come
+from torchvision's weights metadata (also for random weights, whose architecture is the same).
+
+Pretrained weights come from torchvision's usual download and cache (``torch.hub.get_dir()``).
+Without a network, a missing file fails at once with ``WeightsUnavailable``, whose message names the
+file and how to get it (``python -m cnnviz fetch NAME`` on a connected machine).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import pickle
+import socket
+import urllib.parse
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO, Mapping, Union
+
+import torch
+import torchvision
+from safetensors import SafetensorError
+from safetensors.torch import load as load_safetensors_bytes
+from torch import Tensor, nn
+
+from .preprocessing import Preprocessing
+from .small_cnn import CHECKPOINT, CLASS_NAMES, SmallCNN, digits_preprocessing
+
+SMALL_CNN = "small_cnn"
+
+ZOO: dict[str, dict] = {
+    "resnet18": {},
+    "resnet50": {},
+    "vgg16": {},
+    "vgg19": {},
+    "alexnet": {},
+    "squeezenet1_1": {},
+    "googlenet": {"init_weights": True, "aux_logits": False},
+    "mobilenet_v3_small": {},
+    "densenet121": {},
+    "efficientnet_b0": {},
+}
+"""torchvision architectures offered, with keyword arguments for building them with random weights."""
+
+MODEL_NAMES = [SMALL_CNN, *ZOO]
+
+MAX_WEIGHTS_BYTES = 1024 * 1024 * 1024
+
+
+class WeightsUnavailable(RuntimeError):
+    """Pretrained weights are neither cached nor downloadable; the message says what to do."""
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """A model ready for cnnviz: the module in eval mode and everything needed around it.
+
+    Attributes:
+        name: registry name, e.g. ``"resnet18"`` or ``"small_cnn"``.
+        module: the ``nn.Module``, in eval mode. Shared: never modify it.
+        preprocessing: image -> input tensor and back.
+        class_names: one name per output logit.
+        weights: plain words for what weights it carries, e.g. "ImageNet weights", "random weights".
+        pretrained: True when real trained weights are loaded (not random).
+    """
+
+    name: str
+    module: nn.Module
+    preprocessing: Preprocessing
+    class_names: tuple[str, ...]
+    weights: str
+    pretrained: bool
+
+    @property
+    def input_size(self) -> tuple[int, int, int]:
+        """(C, H, W) the model expects."""
+        return self.preprocessing.input_size
+
+    @property
+    def label(self) -> str:
+        """Name and weights, for every caption where this model's output appears."""
+        return f"{self.name} · {self.weights}"
+
+
+def _weights_enum(name: str):
+    return torchvision.models.get_model_weights(name).DEFAULT
+
+
+def cached_weights_path(name: str) -> Path:
+    """Where torchvision's cache keeps (or would keep) the pretrained file for ``name``."""
+    url = _weights_enum(name).url
+    return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(urllib.parse.urlparse(url).path)
+
+
+def pretrained_available(name: str) -> bool:
+    """True if pretrained weights for ``name`` are ready to load without a network."""
+    return name == SMALL_CNN or cached_weights_path(name).is_file()
+
+
+def _can_reach(url: str, timeout: float = 3.0) -> bool:
+    host = urllib.parse.urlparse(url).hostname or ""
+    try:
+        socket.create_connection((host, 443), timeout=timeout).close()
+        return True
+    except OSError:
+        return False
+
+
+def _missing_weights_message(name: str) -> str:
+    path = cached_weights_path(name)
+    return (
+        f"The pretrained {name} weights are not on this machine and cannot be downloaded (no network).\n"
+        f"File needed: {path.name}, expected at {path}.\n"
+        f"On a connected machine run `python -m cnnviz fetch {name}` and copy that file to the same place, "
+        "or pick the bundled small CNN, random weights, or upload a weights file."
+    )
+
+
+def _build(name: str) -> nn.Module:
+    """The architecture with seeded random weights (the global RNG is left untouched)."""
+    if name == SMALL_CNN:
+        return SmallCNN()
+    if name not in ZOO:
+        raise KeyError(f"Unknown model {name!r}. Available: {', '.join(MODEL_NAMES)}.")
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        return torchvision.models.get_model(name, weights=None, **ZOO[name])
+
+
+def _finish(name: str, module: nn.Module, pre: Preprocessing, classes, weights: str, pretrained: bool) -> LoadedModel:
+    module.eval()
+    for param in module.parameters():
+        param.grad = None
+    return LoadedModel(name, module, pre, tuple(classes), weights, pretrained)
+
+
+def _small_cnn_metadata() -> tuple[dict[str, str], dict[str, Tensor]]:
+    from safetensors import safe_open
+
+    with safe_open(str(CHECKPOINT), framework="pt") as f:
+        meta = f.metadata()
+        state = {k: f.get_tensor(k) for k in f.keys()}
+    return meta, state
+
+
+def load_model(
+    name: str,
+    pretrained: bool = True,
+    state_dict: Mapping[str, Tensor] | None = None,
+    weights_label: str = "uploaded weights",
+) -> LoadedModel:
+    """Build a model of the zoo.
+
+    Args:
+        name: one of ``MODEL_NAMES``.
+        pretrained: load real trained weights (ImageNet for torchvision models, the bundled digits
+            checkpoint for ``small_cnn``); else seeded random weights.
+        state_dict: weights to load instead (e.g. from ``load_state_dict``); checked against the
+            architecture.
+        weights_label: how to describe ``state_dict`` weights in captions.
+
+    Returns:
+        A ``LoadedModel`` in eval mode.
+
+    Raises:
+        WeightsUnavailable: pretrained weights are neither cached nor downloadable.
+        ValueError: ``state_dict`` does not fit the architecture.
+    """
+    if name == SMALL_CNN:
+        meta, bundled = _small_cnn_metadata()
+        pre = digits_preprocessing(json.loads(meta["mean"])[0], json.loads(meta["std"])[0])
+        classes = json.loads(meta.get("class_names", json.dumps(CLASS_NAMES)))
+        module = SmallCNN()
+        if state_dict is not None:
+            apply_state_dict(module, state_dict)
+            return _finish(name, module, pre, classes, weights_label, True)
+        if pretrained:
+            module.load_state_dict(bundled)
+            return _finish(name, module, pre, classes, "trained on digits", True)
+        return _finish(name, _build(name), pre, classes, "random weights", False)
+
+    if name not in ZOO:
+        raise KeyError(f"Unknown model {name!r}. Available: {', '.join(MODEL_NAMES)}.")
+    weights = _weights_enum(name)
+    pre = Preprocessing.from_transforms(weights.transforms())
+    classes = weights.meta["categories"]
+    if state_dict is not None:
+        module = _build(name)
+        apply_state_dict(module, state_dict)
+        return _finish(name, module, pre, classes, weights_label, True)
+    if not pretrained:
+        return _finish(name, _build(name), pre, classes, "random weights", False)
+    if not pretrained_available(name) and not _can_reach(weights.url):
+        raise WeightsUnavailable(_missing_weights_message(name))
+    try:
+        module = torchvision.models.get_model(name, weights=weights)
+    except Exception as error:  # a failed download or a damaged cached file
+        path = cached_weights_path(name)
+        raise WeightsUnavailable(
+            f"Loading the pretrained {name} weights failed ({type(error).__name__}: {error}). "
+            f"If {path} exists it may be damaged: delete it and run `python -m cnnviz fetch {name}`."
+        ) from None
+    return _finish(name, module, pre, classes, "ImageNet weights", True)
+
+
+def fetch(names: list[str], progress: bool = True) -> list[Path]:
+    """Download pretrained weights into torchvision's cache, with a progress bar.
+
+    Run before a lecture on a connected machine: ``python -m cnnviz fetch resnet18 vgg19``.
+
+    Raises:
+        WeightsUnavailable: when there is no network.
+    """
+    paths = []
+    for name in names:
+        if name == SMALL_CNN:
+            continue
+        weights = _weights_enum(name)
+        if not pretrained_available(name) and not _can_reach(weights.url):
+            raise WeightsUnavailable(
+                f"Cannot reach {urllib.parse.urlparse(weights.url).hostname} to download {name}: no network. "
+                f"Run this on a connected machine, then copy {cached_weights_path(name).name} "
+                f"to {cached_weights_path(name).parent}."
+            )
+        weights.get_state_dict(progress=progress, check_hash=True)
+        paths.append(cached_weights_path(name))
+    return paths
+
+
+# --- weights files -------------------------------------------------------------------------
+
+WeightsSource = Union[str, os.PathLike, bytes, bytearray, BinaryIO]
+
+
+def _read_source(source: WeightsSource) -> tuple[bytes, str]:
+    if isinstance(source, (bytes, bytearray)):
+        return bytes(source), ""
+    if isinstance(source, (str, os.PathLike)):
+        path = Path(source)
+        if not path.is_file():
+            raise ValueError(f"No weights file at {path}.")
+        return path.read_bytes(), path.name
+    if hasattr(source, "read"):
+        data = source.read(MAX_WEIGHTS_BYTES + 1)
+        return bytes(data), str(getattr(source, "name", ""))
+    raise ValueError(f"Cannot read weights from a {type(source).__name__}; give a path, bytes or a file object.")
+
+
+def _unwrap(obj: object) -> dict[str, Tensor]:
+    """Accept {"state_dict": ...} / {"model": ...} wrappers and DataParallel's "module." prefix."""
+    for key in ("state_dict", "model_state_dict", "model"):
+        if isinstance(obj, dict) and isinstance(obj.get(key), dict):
+            obj = obj[key]
+    if not isinstance(obj, dict) or not obj or not all(isinstance(v, Tensor) for v in obj.values()):
+        raise ValueError(
+            "This file holds no state dict (a mapping from layer names to tensors). Save weights with "
+            "`torch.save(model.state_dict(), 'weights.pt')` or as .safetensors."
+        )
+    if all(str(k).startswith("module.") for k in obj):
+        obj = {str(k)[len("module."):]: v for k, v in obj.items()}
+    return {str(k): v for k, v in obj.items()}
+
+
+def load_state_dict(source: WeightsSource) -> dict[str, Tensor]:
+    """Read a weights file safely: ``.pt``/``.pth`` with ``weights_only=True``, or ``.safetensors``.
+
+    No code in the file ever runs: pickles that would build arbitrary objects are refused.
+
+    Args:
+        source: path, bytes, or binary file object.
+
+    Returns:
+        A state dict, layer name -> tensor.
+
+    Raises:
+        ValueError: for an empty, truncated, unsafe or non-weights file, with a plain message.
+    """
+    data, filename = _read_source(source)
+    if not data:
+        raise ValueError("The weights file is empty.")
+    if len(data) > MAX_WEIGHTS_BYTES:
+        raise ValueError(f"The weights file is larger than {MAX_WEIGHTS_BYTES // 2**30} GB.")
+    looks_safetensors = filename.endswith(".safetensors") or (
+        len(data) > 8 and data[8:9] == b"{" and int.from_bytes(data[:8], "little") < len(data)
+    )
+    if looks_safetensors:
+        try:
+            return _unwrap(load_safetensors_bytes(data))
+        except (SafetensorError, ValueError, KeyError, OSError) as error:
+            if isinstance(error, ValueError) and "state dict" in str(error):
+                raise
+            raise ValueError(f"This .safetensors file is damaged or truncated ({error}).") from None
+    try:
+        obj = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        raise ValueError(
+            "This file contains Python objects or code, not just weights, so cnnviz refuses to open it "
+            "(only plain tensors are loaded, with weights_only=True). Save the model with "
+            f"`torch.save(model.state_dict(), path)` or as .safetensors. Detail: {str(error).splitlines()[0]}"
+        ) from None
+    except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError, KeyError, AttributeError) as error:
+        raise ValueError(
+            f"This is not a readable PyTorch weights file; it may be truncated or of another format ({error})."
+        ) from None
+    return _unwrap(obj)
+
+
+def apply_state_dict(module: nn.Module, state_dict: Mapping[str, Tensor]) -> None:
+    """Load ``state_dict`` into ``module`` after checking that names and shapes match.
+
+    Raises:
+        ValueError: naming the missing, unexpected or mis-shaped entries when the weights are for
+            another architecture.
+    """
+    own = module.state_dict()
+    missing = [k for k in own if k not in state_dict]
+    unexpected = [k for k in state_dict if k not in own]
+    mis_shaped = [
+        f"{k} (file {tuple(state_dict[k].shape)}, model {tuple(own[k].shape)})"
+        for k in own
+        if k in state_dict and tuple(state_dict[k].shape) != tuple(own[k].shape)
+    ]
+    if missing or unexpected or mis_shaped:
+        parts = []
+        for title, items in (("missing", missing), ("unexpected", unexpected), ("wrong shape", mis_shaped)):
+            if items:
+                parts.append(f"{len(items)} {title} (e.g. {', '.join(items[:3])})")
+        raise ValueError(
+            f"These weights do not fit {type(module).__name__}: " + "; ".join(parts)
+            + ". Pick the architecture the weights were trained for."
+        )
+    module.load_state_dict({k: state_dict[k].to(own[k].dtype) for k in own})
+
+
+def predict(model: LoadedModel, x: Tensor, k: int = 5) -> list[list[tuple[str, float]]]:
+    """Top-k classes with softmax probabilities for each image of a batch.
+
+    Args:
+        x: preprocessed batch (N, C, H, W).
+
+    Returns:
+        For each image, k pairs (class name, probability), most likely first.
+    """
+    with torch.inference_mode():
+        probs = torch.softmax(model.module(x).float(), dim=1)
+    top = probs.topk(min(k, probs.shape[1]), dim=1)
+    return [
+        [(model.class_names[i], float(p)) for p, i in zip(values.tolist(), indices.tolist())]
+        for values, indices in zip(top.values, top.indices)
+    ]
+

@@ -1,0 +1,100 @@
+"""The one image pipeline: from any RGB image to the tensor a model expects, and back.
+
+Its numbers come from the model's weights (``weights.transforms()`` for torchvision models,
+the checkpoint's metadata for the small CNN), never from hand-typed constants.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torchvision.transforms.functional as TF
+from PIL import Image
+from torch import Tensor
+from torchvision.transforms import InterpolationMode
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """Resize, center-crop, channel conversion and normalisation for one model.
+
+    Attributes:
+        resize: shorter side after resizing, in pixels.
+        crop: side of the square center crop the model sees.
+        mean, std: per-channel normalisation, one entry per input channel.
+        interpolation: resampling used for the resize.
+        invert_light_background: for models trained on light-on-dark data (the digits CNN):
+            invert an image whose border is mostly light, such as a pen drawing on paper.
+    """
+
+    resize: int
+    crop: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    interpolation: InterpolationMode = InterpolationMode.BILINEAR
+    invert_light_background: bool = False
+
+    @classmethod
+    def from_transforms(cls, transforms: object) -> "Preprocessing":
+        """Read the numbers of a torchvision ``ImageClassification`` preset."""
+        return cls(
+            resize=int(transforms.resize_size[0]),
+            crop=int(transforms.crop_size[0]),
+            mean=tuple(float(v) for v in transforms.mean),
+            std=tuple(float(v) for v in transforms.std),
+            interpolation=transforms.interpolation,
+        )
+
+    @property
+    def channels(self) -> int:
+        return len(self.mean)
+
+    @property
+    def input_size(self) -> tuple[int, int, int]:
+        """(C, H, W) of one preprocessed image."""
+        return (self.channels, self.crop, self.crop)
+
+    def view(self, image: Image.Image) -> Image.Image:
+        """The image exactly as the model sees it, before normalisation (resized, cropped).
+
+        Overlays (saliency, Grad-CAM) are drawn on this image, so they line up with the input.
+        """
+        image = image.convert("RGB")
+        image = TF.resize(image, self.resize, interpolation=self.interpolation, antialias=True)
+        image = TF.center_crop(image, [self.crop, self.crop])
+        if self.channels == 1:
+            image = image.convert("L")
+            if self.invert_light_background and _border_mean(image) > 127:
+                image = Image.eval(image, lambda v: 255 - v)
+        return image
+
+    def normalize(self, x: Tensor) -> Tensor:
+        """(N, C, H, W) in [0, 1] -> normalised model input."""
+        mean = torch.tensor(self.mean, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
+        std = torch.tensor(self.std, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
+        return (x - mean) / std
+
+    def denormalize(self, x: Tensor) -> Tensor:
+        """Normalised (N, C, H, W) -> pixel values in [0, 1] (not clipped)."""
+        mean = torch.tensor(self.mean, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
+        std = torch.tensor(self.std, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
+        return x * std + mean
+
+    def __call__(self, image: Image.Image) -> Tensor:
+        """RGB PIL image -> normalised input batch of one, (1, C, H, W) float32."""
+        pixels = TF.pil_to_tensor(self.view(image)).float().div(255.0).unsqueeze(0)
+        return self.normalize(pixels)
+
+    def to_pil(self, x: Tensor) -> Image.Image:
+        """First image of a normalised batch (N, C, H, W) -> PIL image (L or RGB)."""
+        pixels = self.denormalize(x[:1].detach().float().cpu()).clamp(0, 1)[0]
+        array = (pixels.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+        return Image.fromarray(array[..., 0] if array.shape[-1] == 1 else array)
+
+
+def _border_mean(image: Image.Image) -> float:
+    array = np.asarray(image, dtype=np.float64)
+    border = np.concatenate([array[0], array[-1], array[:, 0], array[:, -1]])
+    return float(border.mean())

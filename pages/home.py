@@ -1,0 +1,54 @@
+"""Home: what cnnviz is for, the chosen model's card, and its top-5 predictions for the image."""
+
+import pandas as pd
+import plotly.express as px
+import streamlit as st
+
+import ui
+from cnnviz.models import predict
+
+st.title("cnnviz: see what a convolutional network sees")
+st.markdown(
+    "Pick a model and an image in the sidebar, then walk through the lecture's pages: look inside the "
+    "network, find which pixels matter, generate images, and transfer style. Everything runs offline, on "
+    "any model of the zoo and on your own images."
+)
+ui.explainer(
+    "The **model card** lists every layer of the chosen network with the shape of its output for one "
+    "image and its number of parameters, measured by one forward pass. The **predictions** are the five "
+    "classes with the highest softmax probability for the current image, as the model sees it (resized, "
+    "center-cropped and normalised as its weights require). With **random weights** the predictions are "
+    "meaningless by design: that is the baseline every explanation should beat.\n\n"
+    "Architectures: LeNet-style small CNN (LeCun et al., 1998), AlexNet (Krizhevsky et al., 2012), "
+    "VGG (Simonyan & Zisserman, 2015), GoogLeNet (Szegedy et al., 2015), ResNet (He et al., 2016), "
+    "DenseNet (Huang et al., 2017), SqueezeNet (Iandola et al., 2016), MobileNetV3 (Howard et al., 2019), "
+    "EfficientNet (Tan & Le, 2019)."
+)
+
+ctx = ui.context()
+model = ctx.model
+rows = ui.cached_layer_table(ctx.model_key, model)
+
+left, right = st.columns([1, 2])
+with left:
+    st.subheader("Input")
+    st.image(model.preprocessing.view(ctx.image), caption=f"{ctx.image_name}, as the model sees it "
+             f"({' × '.join(map(str, model.input_size))})", width="stretch")
+with right:
+    st.subheader("Top-5 predictions")
+    top = predict(model, ctx.x, k=5)[0]
+    frame = pd.DataFrame({"class": [c for c, _ in top], "probability": [p for _, p in top]})
+    fig = px.bar(frame, x="probability", y="class", orientation="h", text_auto=".1%", range_x=[0, 1])
+    fig.update_layout(yaxis={"autorange": "reversed", "title": None, "type": "category"}, height=300, margin=dict(l=10, r=10, t=30, b=10),
+                      title=model.label)
+    st.plotly_chart(fig, width="stretch")
+    if not model.pretrained:
+        st.warning("Random weights: these predictions are not meaningful.")
+
+st.subheader(f"Model card: {model.label}")
+params = sum(p.numel() for p in model.module.parameters())
+c1, c2, c3 = st.columns(3)
+c1.metric("Parameters", f"{params:,}")
+c2.metric("Layers (modules)", len(rows))
+c3.metric("Classes", len(model.class_names))
+st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch", height=400)

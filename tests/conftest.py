@@ -1,0 +1,127 @@
+"""Shared fixtures: models, images, the running app and a real browser."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+SCREENSHOTS = ROOT / "artifacts" / "screenshots"
+CHROMIUM = "/usr/bin/chromium"
+
+torch.set_num_threads(2)
+
+
+@pytest.fixture(scope="session")
+def small_cnn():
+    from cnnviz.models import load_model
+
+    return load_model("small_cnn")
+
+
+@pytest.fixture(scope="session")
+def digit_batch(small_cnn):
+    """Eight held-out digits (N=8, 1, 32, 32) and their labels (8,)."""
+    import numpy as np
+
+    from cnnviz.small_cnn import digits_split, load_digits_images
+
+    images, labels = load_digits_images()
+    _, test_idx = digits_split()
+    idx = test_idx[:8]
+    x = torch.cat([small_cnn.preprocessing(images[i]) for i in idx])
+    return x, torch.from_numpy(np.asarray(labels[idx]))
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def app_url():
+    """`streamlit run app.py` headless on a free localhost port, for the real-browser tests."""
+    port = _free_port()
+    env = {**os.environ, "STREAMLIT_BROWSER_GATHER_USAGE_STATS": "false"}
+    log = open(ROOT / "artifacts" / "streamlit.log", "w") if (ROOT / "artifacts").mkdir(exist_ok=True) is None else None
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true",
+         "--server.port", str(port), "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false"],
+        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 60
+        while True:
+            try:
+                urllib.request.urlopen(url + "/_stcore/health", timeout=2)
+                break
+            except OSError:
+                if time.time() > deadline or proc.poll() is not None:
+                    raise RuntimeError("streamlit did not start; see artifacts/streamlit.log")
+                time.sleep(0.5)
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
+        log.close()
+
+
+@pytest.fixture(scope="session")
+def browser():
+    """Debian's Chromium driven by Playwright (Playwright never downloads a browser here)."""
+    from playwright.sync_api import sync_playwright
+
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"{CHROMIUM} is missing: `make test` installs Debian's chromium package.")
+    with sync_playwright() as p:
+        browser = p.chromium.launch(
+            executable_path=CHROMIUM,
+            args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                  "--disable-component-update", "--disable-sync", "--no-first-run"],
+        )
+        yield browser
+        browser.close()
+
+
+@pytest.fixture()
+def page(browser):
+    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    page = context.new_page()
+    yield page
+    context.close()
+
+
+def wait_for_app(page, text: str | None = None, timeout: float = 90_000) -> None:
+    """Wait until the script run is over: ``text`` (if given) is shown and no run is in progress."""
+    page.wait_for_selector("[data-testid='stSidebarUserContent'] h2", timeout=timeout)
+    if text:
+        page.get_by_text(text).first.wait_for(timeout=timeout)
+    quiet_since = None
+    deadline = time.time() + timeout / 1000
+    while time.time() < deadline:
+        running = page.query_selector("[data-testid='stStatusWidget'] button") is not None
+        if running:
+            quiet_since = None
+        elif quiet_since is None:
+            quiet_since = time.time()
+        elif time.time() - quiet_since > 1.5:
+            return
+        time.sleep(0.25)
+    raise TimeoutError("the app kept running")
+
+
+def screenshot(page, name: str) -> Path:
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    path = SCREENSHOTS / f"{name}.png"
+    page.screenshot(path=str(path), full_page=True)
+    return path

@@ -1,0 +1,170 @@
+"""The Streamlit-aware helpers that pages share: the sidebar (model, weights, image), the cached
+model, and the "What am I looking at?" expander. ``cnnviz/`` itself never imports Streamlit."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import Callable
+
+import streamlit as st
+from PIL import Image
+from torch import Tensor
+
+from cnnviz.images import ImageError, load_image
+from cnnviz.layers import layer_table
+from cnnviz.models import (
+    MODEL_NAMES,
+    SMALL_CNN,
+    LoadedModel,
+    WeightsUnavailable,
+    load_model,
+    load_state_dict,
+    pretrained_available,
+)
+from cnnviz.samples import DEFAULT_DIGIT, DEFAULT_PHOTO, load_sample, sample_names
+
+PRETRAINED, RANDOM, UPLOADED = "pretrained", "random", "uploaded"
+IMAGE_TYPES = ["png", "jpg", "jpeg", "webp", "bmp", "gif", "tif", "tiff"]
+WEIGHTS_TYPES = ["pt", "pth", "bin", "safetensors"]
+
+
+@dataclass(frozen=True)
+class Context:
+    """What every page works on: the chosen model and image, and the image as model input."""
+
+    model: LoadedModel
+    model_key: str
+    image: Image.Image
+    image_name: str
+    x: Tensor  # (1, C, H, W), preprocessed for ``model``
+
+
+@st.cache_resource(show_spinner=False, max_entries=6)
+def cached_model(name: str, weights: str, digest: str = "", _state_bytes: bytes | None = None, filename: str = "") -> LoadedModel:
+    """One model per (name, weights, file digest) per process, shared read-only by every session."""
+    if weights == UPLOADED:
+        return load_model(name, state_dict=load_state_dict(_state_bytes), weights_label=f"uploaded weights ({filename})")
+    return load_model(name, pretrained=weights == PRETRAINED)
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def cached_layer_table(model_key: str, _model: LoadedModel) -> list[dict]:
+    """The layer table of a model, computed once per model."""
+    return [
+        {
+            "layer": row.name,
+            "type": row.type,
+            "output shape": " × ".join(map(str, row.output_shape[1:])) if row.output_shape else "not called",
+            "parameters": row.parameters,
+        }
+        for row in layer_table(_model.module, _model.input_size)
+    ]
+
+
+def explainer(text: str) -> None:
+    """The "What am I looking at?" expander every page carries."""
+    with st.expander("What am I looking at?"):
+        st.markdown(text)
+
+
+def _weights_choice(name: str) -> tuple[str, str, bytes | None, str]:
+    trained = "Trained on digits (bundled)" if name == SMALL_CNN else "ImageNet (torchvision)"
+    labels = {PRETRAINED: trained, RANDOM: "Random weights", UPLOADED: "Upload a weights file"}
+    default = PRETRAINED if pretrained_available(name) else RANDOM
+    choice = st.sidebar.radio(
+        "Weights", list(labels), format_func=labels.get, index=list(labels).index(default), key=f"weights_{name}"
+    )
+    if name != SMALL_CNN and not pretrained_available(name):
+        st.sidebar.caption(f"ImageNet weights for {name} are not downloaded. Run `python -m cnnviz fetch {name}` on a connected machine.")
+    if choice != UPLOADED:
+        return choice, "", None, ""
+    upload = st.sidebar.file_uploader("Weights file (.pt, .pth, .safetensors)", type=WEIGHTS_TYPES, key=f"weights_file_{name}")
+    if upload is None:
+        return choice, "", None, ""
+    data = upload.getvalue()
+    return choice, hashlib.sha256(data).hexdigest(), data, upload.name
+
+
+def _choose_model() -> tuple[LoadedModel | None, str]:
+    st.sidebar.header("Model")
+    name = st.sidebar.selectbox(
+        "Architecture",
+        MODEL_NAMES,
+        format_func=lambda n: "small CNN (digits)" if n == SMALL_CNN else n,
+        key="model_name",
+    )
+    weights, digest, data, filename = _weights_choice(name)
+    key = f"{name}|{weights}|{digest}"
+    if weights == UPLOADED and data is None:
+        st.sidebar.info("Choose a weights file for this architecture.")
+        return None, key
+    try:
+        return cached_model(name, weights, digest, data, filename), key
+    except WeightsUnavailable as error:
+        st.sidebar.error(str(error))
+    except ValueError as error:
+        st.sidebar.error(f"These weights cannot be used: {error}")
+    return None, key
+
+
+def _on_gallery_change() -> None:
+    st.session_state["_gallery_auto"] = False
+
+
+def _choose_image(model: LoadedModel | None) -> tuple[Image.Image, str]:
+    st.sidebar.header("Image")
+    state = st.session_state
+    default = DEFAULT_DIGIT if model is None or model.input_size[0] == 1 else DEFAULT_PHOTO
+    if state.get("_gallery_auto", True):
+        state["gallery_choice"] = default  # follow the model until the user picks an image
+    source = st.sidebar.radio("Source", ["Gallery", "Upload", "Camera"], horizontal=True, key="image_source")
+    if source == "Gallery":
+        name = st.sidebar.selectbox("Sample image", sample_names(), key="gallery_choice", on_change=_on_gallery_change)
+        if state.get("image_name") != name:
+            state["image"], state["image_name"] = load_sample(name), name
+    else:
+        if source == "Upload":
+            upload = st.sidebar.file_uploader("Your image", type=IMAGE_TYPES, key="image_upload")
+        else:
+            upload = st.sidebar.camera_input("Take a photo", key="image_camera")
+        if upload is not None and state.get("image_name") != f"{source}: {upload.name} ({upload.size} bytes)":
+            try:
+                state["image"] = load_image(upload.getvalue())
+                state["image_name"] = f"{source}: {upload.name} ({upload.size} bytes)"
+                state["_gallery_auto"] = False
+            except ImageError as error:
+                st.sidebar.error(f"{error} The previous image is kept.")
+    if "image" not in state:
+        state["image"], state["image_name"] = load_sample(default), default
+    st.sidebar.image(state["image"], caption=state["image_name"], width="stretch")
+    return state["image"], state["image_name"]
+
+
+def sidebar() -> None:
+    """Draw the shared sidebar and store the page context in session state."""
+    model, key = _choose_model()
+    image, image_name = _choose_image(model)
+    if model is None:
+        st.session_state["context"] = None
+        return
+    st.sidebar.caption(f"Using **{model.label}**")
+    st.session_state["context"] = Context(model, key, image, image_name, model.preprocessing(image))
+
+
+def context() -> Context:
+    """The current model and image; stops the page with a message when no model is usable."""
+    ctx = st.session_state.get("context")
+    if ctx is None:
+        st.info("No model is loaded. Pick the small CNN, random weights, or a weights file in the sidebar.")
+        st.stop()
+    return ctx
+
+
+def run_or_explain(fn: Callable, *args, **kwargs):
+    """Call into cnnviz; a ValueError (bad parameters, unusable input) becomes a message, not a traceback."""
+    try:
+        return fn(*args, **kwargs)
+    except (ValueError, KeyError) as error:
+        st.error(str(error).strip("'\""))
+        st.stop()
