@@ -103,9 +103,10 @@ def pretrained_available(name: str) -> bool:
 
 
 def _can_reach(url: str, timeout: float = 3.0) -> bool:
-    host = urllib.parse.urlparse(url).hostname or ""
+    parsed = urllib.parse.urlparse(url)
+    host, port = parsed.hostname or "", parsed.port or (80 if parsed.scheme == "http" else 443)
     try:
-        socket.create_connection((host, 443), timeout=timeout).close()
+        socket.create_connection((host, port), timeout=timeout).close()
         return True
     except OSError:
         return False
@@ -286,7 +287,7 @@ def load_state_dict(source: WeightsSource) -> dict[str, Tensor]:
     if len(data) > MAX_WEIGHTS_BYTES:
         raise ValueError(f"The weights file is larger than {MAX_WEIGHTS_BYTES // 2**30} GB.")
     looks_safetensors = filename.endswith(".safetensors") or (
-        len(data) > 8 and data[8:9] == b"{" and int.from_bytes(data[:8], "little") < len(data)
+        len(data) > 8 and data[8:9] == b"{" and int.from_bytes(data[:8], "little") < 100 * 2**20
     )
     if looks_safetensors:
         try:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -62,12 +63,18 @@ def digit_image(values: np.ndarray, size: int = DIGITS_SIZE) -> Image.Image:
     return gray.resize((size, size), Image.Resampling.BILINEAR).convert("RGB")
 
 
-def load_digits_images() -> tuple[list[Image.Image], np.ndarray]:
-    """All 1,797 scikit-learn digits as 32×32 images, with their labels (N,)."""
+@lru_cache(maxsize=1)
+def _digits() -> tuple[tuple[Image.Image, ...], np.ndarray]:
     from sklearn.datasets import load_digits
 
     digits = load_digits()
-    return [digit_image(row) for row in digits.data], digits.target.astype(np.int64)
+    return tuple(digit_image(row) for row in digits.data), digits.target.astype(np.int64)
+
+
+def load_digits_images() -> tuple[list[Image.Image], np.ndarray]:
+    """All 1,797 scikit-learn digits as 32×32 images, with their labels (N,)."""
+    images, labels = _digits()
+    return list(images), labels.copy()
 
 
 def digits_split(seed: int = 0, test_fraction: float = 0.2) -> tuple[np.ndarray, np.ndarray]:

@@ -42,6 +42,7 @@ with right:
     fig.update_layout(yaxis={"autorange": "reversed", "title": None, "type": "category"}, height=300, margin=dict(l=10, r=10, t=30, b=10),
                       title=model.label)
     st.plotly_chart(fig, width="stretch")
+    st.markdown(f"Top prediction: **{top[0][0]}** ({top[0][1]:.1%})")
     if not model.pretrained:
         st.warning("Random weights: these predictions are not meaningful.")
 

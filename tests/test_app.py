@@ -1,0 +1,66 @@
+"""AppTest smoke tests: the app and every registered page run without an exception."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from conftest import ROOT
+
+PAGE_FILES = re.findall(r'st\.Page\("(pages/[\w]+\.py)"', (ROOT / "app.py").read_text())
+
+
+def new_app(**state) -> AppTest:
+    """A fresh AppTest; sidebar choices are set through session state before the first run."""
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=180)
+    for key, value in state.items():
+        at.session_state[key] = value
+    return at
+
+
+def test_every_page_file_is_registered():
+    on_disk = sorted(f"pages/{p.name}" for p in (ROOT / "pages").glob("*.py") if not p.name.startswith("_"))
+    assert sorted(PAGE_FILES) == on_disk
+
+
+def test_home_with_the_default_model_shows_its_card_and_predictions():
+    at = new_app().run()
+    assert not at.exception and not at.error
+    assert at.session_state["model_name"] == "small_cnn"
+    assert at.session_state["image_name"].startswith("digit")
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics == {"Parameters": "36,858", "Layers (modules)": "14", "Classes": "10"}
+    assert not at.warning  # trained weights: no "random weights" warning
+
+
+def test_home_with_random_resnet18_is_labelled_and_uses_a_photo():
+    at = new_app(model_name="resnet18").run()
+    assert not at.exception and not at.error
+    assert at.session_state["image_name"] == "cat (scikit-image)"
+    assert any("Random weights" in w.value for w in at.warning)
+    assert any("random weights" in s.value for s in at.subheader)
+
+
+def test_missing_pretrained_weights_show_a_message_not_a_traceback(tmp_path):
+    import torch
+
+    previous = torch.hub.get_dir()
+    torch.hub.set_dir(str(tmp_path))
+    try:
+        at = new_app(model_name="vgg16", weights_vgg16="pretrained").run()
+    finally:
+        torch.hub.set_dir(previous)
+    assert not at.exception
+    assert any("python -m cnnviz fetch vgg16" in e.value for e in at.sidebar.error)
+    assert any("No model is loaded" in i.value for i in at.info)
+
+
+@pytest.mark.parametrize("page", PAGE_FILES)
+def test_every_page_runs_with_the_default_model(page):
+    at = new_app().run()
+    at.switch_page(page).run()
+    assert not at.exception, at.exception
+    assert not at.error, [e.value for e in at.error]
+    assert any(e.label == "What am I looking at?" for e in at.expander), "every page explains itself"

@@ -1,0 +1,24 @@
+"""Real-browser test of the home page: Streamlit served headless, driven by Playwright on Chromium."""
+
+from __future__ import annotations
+
+from conftest import screenshot, wait_for_app
+
+
+def choose_sample(page, name: str) -> None:
+    """Pick a gallery image in the sidebar's "Sample image" select box."""
+    box = page.locator("[data-testid='stSidebar'] [data-testid='stSelectbox']").filter(has_text="Sample image")
+    box.click()
+    page.get_by_role("option", name=name, exact=True).click()
+
+
+def test_home_page_predicts_the_chosen_sample(app_url, page):
+    page.goto(app_url)
+    wait_for_app(page, "Top prediction")
+    assert page.get_by_text("small_cnn · trained on digits").first.is_visible()
+    choose_sample(page, "digit 7")
+    wait_for_app(page, "digit 7, as the model sees it")
+    page.get_by_text("Top prediction: 7").wait_for(timeout=30_000)
+    assert page.locator(".js-plotly-plot").count() == 1
+    assert page.get_by_text("Traceback").count() == 0
+    screenshot(page, "home")
