@@ -40,7 +40,7 @@ class Context:
     x: Tensor  # (1, C, H, W), preprocessed for ``model``
 
 
-@st.cache_resource(show_spinner=False, max_entries=6)
+@st.cache_resource(show_spinner="Loading the model…", max_entries=6)
 def cached_model(name: str, weights: str, digest: str = "", _state_bytes: bytes | None = None, filename: str = "") -> LoadedModel:
     """One model per (name, weights, file digest) per process, shared read-only by every session."""
     if weights == UPLOADED:

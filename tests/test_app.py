@@ -7,6 +7,7 @@ import re
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from cnnviz.models import MODEL_NAMES
 from conftest import ROOT
 
 PAGE_FILES = re.findall(r'st\.Page\("(pages/[\w]+\.py)"', (ROOT / "app.py").read_text())
@@ -33,6 +34,16 @@ def test_home_with_the_default_model_shows_its_card_and_predictions():
     metrics = {m.label: m.value for m in at.metric}
     assert metrics == {"Parameters": "36,858", "Layers (modules)": "14", "Classes": "10"}
     assert not at.warning  # trained weights: no "random weights" warning
+
+
+@pytest.mark.parametrize("name", [n for n in MODEL_NAMES if n != "small_cnn"])
+def test_home_renders_the_layer_table_and_top5_for_every_zoo_model(name):
+    at = new_app(model_name=name).run()
+    assert not at.exception and not at.error
+    table = at.dataframe[0].value
+    assert len(table) > 10 and table["parameters"].max() > 0
+    assert at.markdown[-1].value.startswith("Top prediction:")
+    assert at.metric[2].value == "1000"
 
 
 def test_home_with_random_resnet18_is_labelled_and_uses_a_photo():
