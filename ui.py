@@ -135,6 +135,7 @@ def _choose_image(model: LoadedModel | None) -> tuple[Image.Image, str]:
                 state["_gallery_auto"] = False
             except ImageError as error:
                 st.sidebar.error(f"{error} The previous image is kept.")
+                st.toast(f"That image could not be used: {error}", icon=":material/error:")
     if "image" not in state:
         state["image"], state["image_name"] = load_sample(default), default
     st.sidebar.image(state["image"], caption=state["image_name"], width="stretch")

@@ -8,7 +8,8 @@ from conftest import screenshot, wait_for_app
 def choose_sample(page, name: str) -> None:
     """Pick a gallery image in the sidebar's "Sample image" select box."""
     box = page.locator("[data-testid='stSidebar'] [data-testid='stSelectbox']").filter(has_text="Sample image")
-    box.click()
+    box.locator("input").click()
+    page.keyboard.type(name)
     page.get_by_role("option", name=name, exact=True).click()
 
 
@@ -22,3 +23,18 @@ def test_home_page_predicts_the_chosen_sample(app_url, page):
     assert page.locator(".js-plotly-plot").count() == 1
     assert page.get_by_text("Traceback").count() == 0
     screenshot(page, "home")
+
+
+def test_a_corrupt_upload_gives_a_message_and_keeps_the_image(app_url, page):
+    page.goto(app_url)
+    wait_for_app(page, "Top prediction")
+    source = page.locator("[data-testid='stSidebar'] [data-testid='stRadio']").filter(has_text="Camera")
+    source.get_by_text("Upload", exact=True).click()
+    wait_for_app(page)
+    page.locator("[data-testid='stSidebar'] input[type='file']").set_input_files(
+        files=[{"name": "holiday.jpg", "mimeType": "image/jpeg", "buffer": b"\xff\xd8\xff\xe0 this is not really a jpeg"}]
+    )
+    wait_for_app(page, "The previous image is kept")
+    assert page.get_by_text("Top prediction: 3").is_visible()  # the default digit is still in use
+    assert page.get_by_text("Traceback").count() == 0
+    screenshot(page, "home_corrupt_upload")
