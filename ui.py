@@ -25,6 +25,22 @@ from cnnviz.models import (
 from cnnviz.samples import DEFAULT_DIGIT, DEFAULT_PHOTO, load_sample, sample_names
 
 PRETRAINED, RANDOM, UPLOADED = "pretrained", "random", "uploaded"
+
+
+def _use_navigation_only() -> None:
+    """Stop Streamlit from serving ``pages/`` as an old-style multipage app.
+
+    Until ``st.navigation`` has run once in the process, Streamlit treats a ``pages/`` folder as a
+    v1 multipage app, so a student whose first request is ``/filters`` would get that script alone,
+    without ``app.py``'s sidebar. Pages import this module, so the first such run turns it off and
+    ``context()`` reruns the script through ``app.py``.
+    """
+    from streamlit.runtime.pages_manager import PagesManager
+
+    PagesManager.uses_pages_directory = False
+
+
+_use_navigation_only()
 IMAGE_TYPES = ["png", "jpg", "jpeg", "webp", "bmp", "gif", "tif", "tiff"]
 WEIGHTS_TYPES = ["pt", "pth", "bin", "safetensors"]
 
@@ -155,7 +171,9 @@ def sidebar() -> None:
 
 def context() -> Context:
     """The current model and image; stops the page with a message when no model is usable."""
-    ctx = st.session_state.get("context")
+    if "context" not in st.session_state:  # this page ran without app.py (see _use_navigation_only)
+        st.rerun()
+    ctx = st.session_state["context"]
     if ctx is None:
         st.info("No model is loaded. Pick the small CNN, random weights, or a weights file in the sidebar.")
         st.stop()

@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -47,12 +48,13 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="session")
-def app_url():
-    """`streamlit run app.py` headless on a free localhost port, for the real-browser tests."""
+@contextmanager
+def serve_app(log_name: str = "streamlit"):
+    """Run `streamlit run app.py` headless on a free localhost port; yields its URL."""
     port = _free_port()
     env = {**os.environ, "STREAMLIT_BROWSER_GATHER_USAGE_STATS": "false"}
-    log = open(ROOT / "artifacts" / "streamlit.log", "w") if (ROOT / "artifacts").mkdir(exist_ok=True) is None else None
+    (ROOT / "artifacts").mkdir(exist_ok=True)
+    log = open(ROOT / "artifacts" / f"{log_name}.log", "w")
     proc = subprocess.Popen(
         [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true",
          "--server.port", str(port), "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false"],
@@ -67,13 +69,20 @@ def app_url():
                 break
             except OSError:
                 if time.time() > deadline or proc.poll() is not None:
-                    raise RuntimeError("streamlit did not start; see artifacts/streamlit.log")
+                    raise RuntimeError(f"streamlit did not start; see artifacts/{log_name}.log")
                 time.sleep(0.5)
         yield url
     finally:
         proc.terminate()
         proc.wait(timeout=20)
         log.close()
+
+
+@pytest.fixture(scope="session")
+def app_url():
+    """One app server shared by the real-browser tests."""
+    with serve_app() as url:
+        yield url
 
 
 @pytest.fixture(scope="session")

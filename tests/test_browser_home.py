@@ -38,3 +38,16 @@ def test_a_corrupt_upload_gives_a_message_and_keeps_the_image(app_url, page):
     assert page.get_by_text("Top prediction: 3").is_visible()  # the default digit is still in use
     assert page.get_by_text("Traceback").count() == 0
     screenshot(page, "home_corrupt_upload")
+
+
+def test_a_deep_link_on_a_fresh_server_gets_the_whole_app(page):
+    """A student's first request may be /saliency: it must come with the app's sidebar."""
+    from conftest import serve_app
+
+    with serve_app("streamlit_deep_link") as url:
+        page.goto(f"{url}/saliency")
+        wait_for_app(page)
+        sidebar = page.locator("[data-testid='stSidebar']")
+        assert sidebar.get_by_text("Architecture").is_visible()
+        assert sidebar.get_by_role("link", name="Home").is_visible()
+        assert page.locator("h1").first.inner_text().startswith("Saliency")
