@@ -112,3 +112,58 @@ def rank_correlation(a: ArrayLike, b: ArrayLike) -> float:
     ra, rb = ra - ra.mean(), rb - rb.mean()
     denominator = float(ra.norm() * rb.norm())
     return float((ra * rb).sum()) / denominator if denominator > 0 else 0.0
+
+
+def map_grid(maps: ArrayLike, columns: int, tile_px: int = 64, shared_scale: bool = False,
+             name: str = "Viridis", pad: int = 2) -> np.ndarray:
+    """A stack of 2-D maps (K, h, w) as one grid of coloured tiles, nearest-upscaled (no smoothing).
+
+    Args:
+        shared_scale: one [min, max] for all maps (weak maps look dark); else each map its own.
+
+    Returns:
+        uint8 (H, W, 3) grid.
+    """
+    array = to_numpy(maps)
+    if array.ndim != 3 or len(array) == 0:
+        raise ValueError("map_grid expects a non-empty stack of maps (K, h, w).")
+    if shared_scale:
+        lo, hi = float(array.min()), float(array.max())
+        scaled = np.clip((array - lo) / (hi - lo), 0, 1) if hi > lo else np.zeros_like(array)
+    else:
+        scaled = np.stack([normalize(m) for m in array])
+    return tile([upscale(colormap(m, name), tile_px) for m in scaled], columns, pad=pad)
+
+
+def channel_max_abs(attribution: Tensor) -> Tensor:
+    """Per-pixel saliency of an (N, C, H, W) attribution: |value|, then max over channels
+    (Simonyan et al., 2014). Returns (N, H, W)."""
+    if attribution.dim() != 4:
+        raise ValueError(f"Expected an (N, C, H, W) attribution, got shape {tuple(attribution.shape)}.")
+    return attribution.detach().abs().amax(dim=1)
+
+
+def heat_overlay(image: Image.Image, heat: ArrayLike, alpha: float = 0.55, signed: bool = False,
+                 percentile: float = 99.0) -> Image.Image:
+    """Normalise a map (h, w) and blend it over ``image``.
+
+    A signed map (occlusion: positive helps the class, negative hurts) is scaled symmetrically
+    around 0 and drawn with a diverging scale (RdBu reversed: red helps); otherwise it goes from
+    its minimum to its ``percentile`` (clipping a few extreme pixels) on Inferno.
+    """
+    if signed:
+        scaled = (normalize(heat, percentile, symmetric=True) + 1) / 2
+        return overlay(image, scaled, alpha, "RdBu_r")
+    return overlay(image, normalize(heat, percentile), alpha, "Inferno")
+
+
+def pixels_to_array(pixels: ArrayLike) -> np.ndarray:
+    """First image of a pixel batch (N, C, H, W) or one image (C, H, W), values in [0, 1] (clipped),
+    -> uint8 (H, W) for one channel or (H, W, 3) for three."""
+    array = to_numpy(pixels)
+    if array.ndim == 4:
+        array = array[0]
+    if array.ndim != 3 or array.shape[0] not in (1, 3):
+        raise ValueError(f"pixels_to_array expects (N, C, H, W) or (C, H, W) with 1 or 3 channels, not {array.shape}.")
+    array = (np.clip(array, 0, 1) * 255).round().astype(np.uint8).transpose(1, 2, 0)
+    return array[..., 0] if array.shape[2] == 1 else array

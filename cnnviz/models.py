@@ -40,7 +40,7 @@ ZOO: dict[str, dict] = {
     "vgg19": {},
     "alexnet": {},
     "squeezenet1_1": {},
-    "googlenet": {"init_weights": True, "aux_logits": False},
+    "googlenet": {"init_weights": False, "aux_logits": False},  # its own init (std 0.01) makes logits ignore the input
     "mobilenet_v3_small": {},
     "densenet121": {},
     "efficientnet_b0": {},

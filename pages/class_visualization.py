@@ -1,4 +1,101 @@
+"""Class and neuron visualization by gradient ascent on the image (Simonyan et al. 2014; Yosinski et al. 2015)."""
+
 import streamlit as st
 
-st.title("class_visualization")
-st.info("This page is being built.")
+import ui
+import ui_generate as gen
+from cnnviz import synthesis
+from cnnviz.models import predict
+
+st.title("Class & neuron visualization")
+ui.explainer(
+    "Start from a flat image (or noise, or the current photo) and change its pixels, step by step, in the "
+    "direction that raises one number of the network: the score of a **class** before the softmax, "
+    "S_c(I), or the mean activation of one **channel** (or one unit) of an inner layer. The image the "
+    "network 'wants' appears.\n\n"
+    "Plain gradient ascent on argmax_I S_c(I) − λ‖I‖² (Simonyan, Vedaldi & Zisserman, 2014, *Deep Inside "
+    "Convolutional Networks*) gives high-frequency noise that fools the network. Yosinski et al. (2015, "
+    "*Understanding Neural Networks Through Deep Visualization*) added regularizers that you can switch "
+    "on one by one: **Gaussian blur** every few steps (removes high frequencies), **clip pixels with small "
+    "norm** and **clip pixels with small contribution** (value × gradient) to the mean colour, and random "
+    "**jitter** (shifts) so the pattern must work wherever it lies. See Olah et al. (2017, *Feature "
+    "Visualization*, Distill) for a tour. Each step moves the pixels by the step size on average "
+    "(normalised gradient); pixels stay in the valid range. With **random weights** the result shows the "
+    "architecture's bias, not learned features."
+)
+
+ctx = ui.context()
+model = ctx.model
+rows = ui.cached_layer_table(ctx.model_key, model)
+spatial = gen.spatial_layers(rows)
+small = model.input_size[1] < 64
+
+mode = st.radio("Maximise", ["A class", "A channel or unit of a layer"], horizontal=True, key="cv_mode")
+c1, c2, c3 = st.columns(3)
+if mode == "A class":
+    predicted = model.class_names.index(predict(model, ctx.x, 1)[0][0][0])
+    target = c1.selectbox(
+        "Class", range(len(model.class_names)), index=predicted, key=f"cv_class_{model.name}",
+        format_func=lambda i: f"{i}: {model.class_names[i]}",
+    )
+    what = {"class": model.class_names[target]}
+else:
+    names = list(spatial)
+    layer = c1.selectbox("Layer", names, index=len(names) // 2, key=f"cv_layer_{model.name}")
+    index = c2.number_input(f"Channel (0 to {spatial[layer] - 1})", 0, spatial[layer] - 1, 0, key="cv_channel")
+    one_unit = c3.checkbox("Only the centre unit", key="cv_unit", help="Maximise one position instead of the channel's mean.")
+    what = {"layer": layer, "channel": int(index), "unit": "centre" if one_unit else "mean"}
+
+st.subheader("Optimisation")
+c1, c2, c3, c4, c5 = st.columns(5)
+steps = c1.slider("Steps", 5, synthesis.MAX_STEPS, 60 if small else 100, step=5, key="cv_steps")
+lr = c2.select_slider("Step size (pixel units)", [0.005, 0.01, 0.02, 0.05, 0.1, 0.2], value=0.05, key="cv_lr")
+l2_weight = c3.select_slider("L2 weight λ", [0.0, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1.0], value=0.0, key="cv_l2")
+seed = c5.number_input("Seed", 0, 10_000, 0, key="cv_seed")
+init = c4.radio("Start from", synthesis.INITS, key="cv_init", format_func={"zeros": "zeros (mean colour)", "noise": "noise", "image": "current image"}.get)
+
+st.subheader("Regularizers (Yosinski et al. 2015)")
+c1, c2, c3, c4, c5 = st.columns(5)
+blur_every = c1.slider("Blur every k steps (0: off)", 0, 20, 0, key="cv_blur_every")
+blur_sigma = c2.slider("Blur σ (pixels)", 0.1, 2.0, 0.5, step=0.1, key="cv_blur_sigma")
+clip_norm = c3.slider("Clip small norm: percentile", 0, 90, 0, step=5, key="cv_clip_norm")
+clip_contribution = c4.slider("Clip small contribution: percentile", 0, 90, 0, step=5, key="cv_clip_contribution")
+jitter = c5.slider("Jitter (pixels)", 0, 8, 0, key="cv_jitter")
+
+params = {
+    "model": model.name, "weights": model.weights, **what, "steps": steps, "lr": lr, "l2_weight": l2_weight,
+    "blur_every_steps": blur_every, "blur_sigma": blur_sigma, "clip_norm_percentile": clip_norm,
+    "clip_contribution_percentile": clip_contribution, "jitter_pixels": jitter, "init": init, "seed": int(seed),
+}
+loop_params = dict(
+    steps=steps, lr=lr, l2_weight=l2_weight, blur_every_steps=blur_every, blur_sigma=blur_sigma,
+    clip_norm_percentile=clip_norm, clip_contribution_percentile=clip_contribution, jitter_pixels=jitter,
+    init=init, image=ctx.x, seed=int(seed), every=max(1, steps // 20),
+)
+
+
+def make_steps():
+    if "class" in what:
+        return synthesis.class_visualization(model, target, **loop_params)
+    position = "centre" if what["unit"] == "centre" else None
+    return synthesis.neuron_visualization(model, what["layer"], what["channel"], position, **loop_params)
+
+
+title = f"class {what['class']}" if "class" in what else f"{what['layer']} channel {what['channel']}" + (
+    " (centre unit)" if what.get("unit") == "centre" else "")
+
+
+def show(step, live):
+    left, right = st.columns([1, 2])
+    left.image(gen.visible(step.pixels), caption=f"{title} · step {step.step} · {model.label}", width="stretch")
+    term = next(k for k in step.losses if k != "objective") if len(step.losses) > 1 else "objective"
+    fig = gen.loss_figure(step.history, {"objective (maximised)": "objective", title: term, "‖I‖²": "‖I‖²"}, "Loss curve")
+    right.plotly_chart(fig, width="stretch", key=f"cv_curve_{step.step}" if live else "cv_curve")
+
+
+run, _ = gen.buttons("cv", "Generate")
+state = gen.stream("cv_result", params, make_steps, run, show)
+if state and state["last"] is not None:
+    last = state["last"]
+    gen.downloads("cv", "classviz", params, last.pixels, {
+        "model": model.label, "stopped_at_step": last.step, "final_losses": last.losses, "status": state["status"]})

@@ -1,4 +1,254 @@
-import streamlit as st
+"""Saliency: which pixels matter for a class. Several attribution methods side by side, a compare
+mode (one method, two models), the randomisation sanity check, and guided backprop of one channel."""
 
-st.title("saliency")
-st.info("This page is being built.")
+from __future__ import annotations
+
+import numpy as np
+import plotly.graph_objects as go
+import streamlit as st
+from PIL import Image, ImageDraw
+
+import ui
+from cnnviz import attribution as A
+from cnnviz import display
+from cnnviz.models import MODEL_NAMES, pretrained_available
+
+st.title("Saliency: which pixels matter")
+ui.explainer(
+    "Each method answers *which pixels of this image made the model score the chosen class?* in its own way. "
+    "Bright (or red) = important. Every map is computed for the **target class** you pick below.\n\n"
+    "- **Vanilla gradient** (Simonyan et al., 2014): how much the class score changes when one pixel changes a "
+    "little (the gradient of the score with respect to the input), shown as its absolute value, max over colour "
+    "channels.\n"
+    "- **Guided backprop** (Springenberg et al., 2015): the same backward pass, but every ReLU lets only "
+    "positive gradients through, and only where it was active. Sharper, but Adebayo et al. showed it barely "
+    "depends on the weights (try the sanity check). cnnviz also guides ReLUs applied as functions in "
+    "`forward` (GoogLeNet, DenseNet), where Captum guides only `nn.ReLU` modules.\n"
+    "- **Grad-CAM** (Selvaraju et al., 2017): weights the feature maps of one layer by how much the class score "
+    "depends on them on average, keeps the positive part and upsamples it: coarse but class-specific.\n"
+    "- **Occlusion** (Zeiler & Fergus, 2014): slides a grey square (the mean image, 0 after normalisation) over "
+    "the image and records how much the class score drops. Red: hiding it lowers the score; blue: raises it. "
+    "The slowest method: one forward pass per window position (batched, bfloat16 where the CPU has it).\n"
+    "- **SmoothGrad** (Smilkov et al., 2017): the vanilla gradient averaged over noisy copies of the image, "
+    "which removes much of its speckle.\n"
+    "- **Integrated gradients** (Sundararajan et al., 2017): the gradient averaged along a straight path from a "
+    "black image to this one, times the pixel difference. Its attributions add up to the score difference "
+    "between the image and the black image (*completeness*); the caption shows both numbers.\n\n"
+    "**Sanity check** (Adebayo et al., 2018): a map that explains *the model* must change when the model's "
+    "weights are replaced by random ones, layer by layer from the top. The check shows the maps after each "
+    "stage and their Spearman rank correlation ρ with the original map (1 = same ranking of pixels).\n\n"
+    "With **random weights** the maps show what the architecture alone does, not what a trained model learned."
+)
+
+ctx = ui.context()
+model = ctx.model
+view = model.preprocessing.view(ctx.image).convert("RGB")
+_, height, width = model.input_size
+SIGNED = {"occlusion"}
+
+
+def session_cache(key: tuple, compute, label: str, max_entries: int = 40):
+    """Results of this session by key; computed with a progress bar when missing."""
+    store = st.session_state.setdefault("_saliency_results", {})
+    if key in store:
+        return store[key]
+    bar = st.progress(0.0, text=label)
+    try:
+        result = compute(lambda fraction: bar.progress(min(max(float(fraction), 0.0), 1.0), text=label))
+    finally:
+        bar.empty()
+    if len(store) >= max_entries:
+        store.pop(next(iter(store)))
+    store[key] = result
+    return result
+
+
+def overlay_figure(image: Image.Image, heat: np.ndarray, signed: bool, title: str) -> tuple[go.Figure, Image.Image]:
+    """The map blended over the image, with a colour bar of the map's values."""
+    blended = display.heat_overlay(image, heat, signed=signed)
+    if signed:
+        top = float(np.percentile(np.abs(heat), 99.0)) or 1.0
+        low, high, scale = -top, top, "RdBu_r"
+    else:
+        low, high, scale = float(heat.min()), float(np.percentile(heat, 99.0)), "Inferno"
+        high = high if high > low else low + 1.0
+    fig = go.Figure(go.Image(z=np.asarray(blended), hoverinfo="skip"))
+    fig.add_trace(go.Scatter(
+        x=[None], y=[None], mode="markers", hoverinfo="skip", showlegend=False,
+        marker=dict(colorscale=scale, cmin=low, cmax=high, color=[low], showscale=True,
+                    colorbar=dict(title=dict(text="attribution", side="right"), thickness=12, len=0.9,
+                                  exponentformat="e" if max(abs(low), abs(high)) < 1e-2 else "none")),
+    ))
+    fig.update_layout(title=dict(text=title, font=dict(size=14)), height=330, margin=dict(l=0, r=0, t=40, b=0))
+    fig.update_xaxes(visible=False)
+    fig.update_yaxes(visible=False, scaleanchor="x")
+    return fig, blended
+
+
+def labelled(image: Image.Image, text: str, size: int = 224) -> np.ndarray:
+    """An overlay scaled to ``size`` with a caption strip under it, for the PNG download."""
+    scaled = image.resize((size, size), Image.Resampling.NEAREST if image.width < size // 2 else Image.Resampling.BILINEAR)
+    canvas = Image.new("RGB", (size, size + 30), "white")
+    canvas.paste(scaled, (0, 0))
+    draw = ImageDraw.Draw(canvas)
+    for row, line in enumerate([text[:36], text[36:72]]):
+        draw.text((4, size + 2 + row * 13), line, fill="black")
+    return np.asarray(canvas)
+
+
+# ---------------------------------------------------------------- parameters
+classes = list(range(len(model.class_names)))
+predicted = A.top_class(model.module, ctx.x)
+spatial_rows = [r["layer"] for r in ui.cached_layer_table(ctx.model_key, model) if r["output shape"].count("×") == 2]
+default_layer = A.default_cam_layer(model.module, ctx.x)
+big = height >= 128
+
+c1, c2, c3 = st.columns([3, 2, 2])
+methods = c1.multiselect("Methods", list(A.METHODS), default=["vanilla gradient", "guided backprop", "Grad-CAM", "occlusion"],
+                         key="saliency_methods")
+target = c2.selectbox("Target class", classes, index=predicted, key=f"saliency_target_{ctx.model_key}",
+                      format_func=lambda i: f"{model.class_names[i]}{' (top prediction)' if i == predicted else ''}",
+                      help="Default: the model's top prediction. Type to search any class by name.")
+layer = c3.selectbox("Grad-CAM layer", spatial_rows or [default_layer],
+                     index=(spatial_rows.index(default_layer) if default_layer in spatial_rows else 0),
+                     key=f"saliency_layer_{ctx.model_key}", help="Default: the last layer with a spatial output.")
+with st.expander("Method settings", expanded=False):
+    s1, s2, s3, s4, s5 = st.columns(5)
+    window = s1.slider("Occlusion window (px)", 2, height // 2, 32 if big else 8, key=f"saliency_window_{height}")
+    stride = s2.slider("Occlusion stride (px)", 1, height // 2, 16 if big else 4, key=f"saliency_stride_{height}")
+    samples = s3.slider("SmoothGrad samples", 1, 100, 25, key="saliency_samples")
+    noise = s4.slider("SmoothGrad noise (fraction of range)", 0.0, 0.5, 0.15, 0.01, key="saliency_noise")
+    steps = s5.slider("Integrated-gradients steps", 4, 200, 50, key="saliency_steps")
+params = {"layer": layer, "window": window, "stride": stride, "samples": samples, "noise": noise, "seed": 0, "steps": steps}
+relevant = {
+    "Grad-CAM": ("layer",), "occlusion": ("window", "stride"), "SmoothGrad": ("samples", "noise", "seed"),
+    "integrated gradients": ("steps",),
+}
+target_name = model.class_names[target]
+
+
+def run_method(loaded, x, model_key: str, method: str, class_index: int, method_params: dict) -> A.Attribution:
+    key_params = tuple((k, method_params[k]) for k in relevant.get(method, ()))
+    key = (model_key, ctx.image_name, method, class_index, key_params)
+    return session_cache(
+        key,
+        lambda progress: ui.run_or_explain(A.attribute, method, loaded.module, x, class_index, method_params, progress),
+        f"{method} on {loaded.name}…",
+    )
+
+
+def method_note(result: A.Attribution, loaded) -> str:
+    note = result.note
+    if result.method == "guided backprop":
+        x = ctx.x if loaded is model else loaded.preprocessing(ctx.image)
+        total, by_modules = session_cache(("relus", loaded.label, loaded.name), lambda _: A.count_relus(loaded.module, x),
+                                          "Counting ReLUs…")
+        if total > by_modules:
+            note = f"also guided {total - by_modules} functional ReLU calls (Captum would not)"
+    return note
+
+
+compare = st.toggle("Compare mode: one method on two models", key="saliency_compare")
+
+# ---------------------------------------------------------------- grid of methods
+if not compare:
+    if not methods:
+        st.info("Pick at least one method.")
+    else:
+        st.subheader(f"Why “{target_name}”? · {model.label}")
+        columns = st.columns(min(3, len(methods)))
+        tiles = []
+        for i, method in enumerate(methods):
+            result = run_method(model, ctx.x, ctx.model_key, method, target, params)
+            heat = result.heat[0].numpy()
+            note = method_note(result, model)
+            with columns[i % len(columns)]:
+                fig, blended = overlay_figure(view, heat, method in SIGNED, f"{method} · {result.seconds * 1000:.0f} ms")
+                st.plotly_chart(fig, width="stretch", key=f"saliency_fig_{method}")
+                st.caption(f"{model.label} · target {target_name}" + (f" · {note}" if note else ""))
+            tiles.append(labelled(blended, f"{method} ({result.seconds * 1000:.0f} ms)"))
+        grid = display.tile(tiles, columns=min(3, len(tiles)), pad=4)
+        st.download_button("Download the grid (PNG)", display.png_bytes(grid),
+                           file_name=f"saliency_{model.name}_{target}.png", mime="image/png", key="saliency_png")
+
+# ---------------------------------------------------------------- compare mode
+else:
+    c1, c2, c3 = st.columns(3)
+    method = c1.selectbox("Method", list(A.METHODS), key="saliency_compare_method")
+    other_name = c2.selectbox("Second model", MODEL_NAMES, index=MODEL_NAMES.index("resnet18") if model.name != "resnet18" else 0,
+                              key="saliency_compare_model")
+    weight_options = (["pretrained"] if pretrained_available(other_name) else []) + ["random"]
+    other_weights = c3.radio("Its weights", weight_options, horizontal=True, key=f"saliency_compare_weights_{other_name}")
+    other = ui.run_or_explain(ui.cached_model, other_name, other_weights)
+    other_key = f"{other_name}|{other_weights}|"
+    other_x = other.preprocessing(ctx.image)
+    other_target = target if other.class_names == model.class_names else A.top_class(other.module, other_x)
+    left, right = st.columns(2)
+    for column, loaded, x, key, class_index in ((left, model, ctx.x, ctx.model_key, target),
+                                                (right, other, other_x, other_key, other_target)):
+        method_params = dict(params)
+        if method == "Grad-CAM" and loaded is not model:
+            method_params["layer"] = A.default_cam_layer(loaded.module, x)
+        if loaded is not model and loaded.input_size[1] != height:
+            c = loaded.input_size[1] // 7 if loaded.input_size[1] >= 128 else 8
+            method_params.update(window=max(2, c), stride=max(1, c // 2))
+        result = run_method(loaded, x, key, method, class_index, method_params)
+        with column:
+            fig, _ = overlay_figure(loaded.preprocessing.view(ctx.image).convert("RGB"), result.heat[0].numpy(),
+                                    method in SIGNED, f"{method} · {result.seconds * 1000:.0f} ms")
+            st.plotly_chart(fig, width="stretch", key=f"saliency_compare_fig_{key}")
+            note = method_note(result, loaded)
+            st.caption(f"{loaded.label} · target {loaded.class_names[class_index]}" + (f" · {note}" if note else ""))
+
+# ---------------------------------------------------------------- sanity check
+st.subheader("Sanity check: randomise the weights")
+s1, s2 = st.columns([2, 1])
+sanity_method = s1.selectbox("Method to check", list(A.METHODS), key="saliency_sanity_method",
+                             index=list(A.METHODS).index("guided backprop"))
+stages = s2.slider("Stages", 2, 6, 4, key="saliency_sanity_stages")
+if st.button("Run the sanity check (Adebayo et al., 2018)", key="saliency_sanity_run"):
+    sanity_params = {**params, "samples": min(samples, 10), "steps": min(steps, 20)}
+    st.session_state["_saliency_sanity"] = (
+        ctx.model_key, ctx.image_name, sanity_method, target,
+        session_cache(
+            ("sanity", ctx.model_key, ctx.image_name, sanity_method, target, stages, tuple(sorted(sanity_params.items()))),
+            lambda progress: ui.run_or_explain(A.randomization_sanity_check, model.module, ctx.x, target, sanity_method,
+                                               sanity_params, stages, 0, progress),
+            "Randomising a private copy of the model, layer by layer…",
+        ),
+    )
+sanity = st.session_state.get("_saliency_sanity")
+if sanity and sanity[:2] == (ctx.model_key, ctx.image_name):
+    _, _, checked_method, checked_target, results = sanity
+    columns = st.columns(len(results))
+    for column, stage in zip(columns, results):
+        with column:
+            st.image(display.heat_overlay(view, stage.heat[0].numpy(), signed=checked_method in SIGNED), width="stretch")
+            st.caption(f"**{stage.label}** · ρ = {stage.correlation:.2f}")
+    st.caption(f"{checked_method} for “{model.class_names[checked_target]}” on {model.label}; randomised: a private copy, "
+               "the shared model is untouched. ρ: Spearman rank correlation with the original map. A method that "
+               "explains the model should fall to ρ ≈ 0.")
+
+# ---------------------------------------------------------------- intermediate features
+st.subheader("Intermediate features via guided backprop")
+st.caption("Which pixels make one channel of an inner layer fire: guided backprop of that channel's strongest activation "
+           "(Springenberg et al., 2015).")
+f1, f2 = st.columns([2, 1])
+feature_layer = f1.selectbox("Layer", spatial_rows or [default_layer], key=f"saliency_feature_layer_{ctx.model_key}",
+                             index=max(0, (spatial_rows or [default_layer]).index(default_layer) // 2))
+row = next((r for r in ui.cached_layer_table(ctx.model_key, model) if r["layer"] == feature_layer), None)
+channels = int(row["output shape"].split(" × ")[0]) if row and row["output shape"][0].isdigit() else 1
+channel = int(f2.number_input("Channel", 0, max(0, channels - 1), 0, key=f"saliency_feature_channel_{ctx.model_key}"))
+gradient = session_cache(
+    ("channel", ctx.model_key, ctx.image_name, feature_layer, channel),
+    lambda progress: ui.run_or_explain(A.guided_backprop_channel, model.module, ctx.x, feature_layer, channel),
+    "Guided backprop of the channel…",
+)
+g1, g2, g3 = st.columns(3)
+pattern = display.normalize(gradient[0].permute(1, 2, 0), 99.5, symmetric=True) * 0.5 + 0.5
+pattern_image = Image.fromarray((pattern[..., 0] if pattern.shape[-1] == 1 else pattern).__mul__(255).round().astype(np.uint8))
+g1.image(pattern_image.resize((256, 256), Image.Resampling.NEAREST), caption="guided gradient (grey = 0)", width=256)
+g2.image(display.heat_overlay(view, A.to_heat(gradient)[0].numpy()).resize((256, 256)), width=256,
+         caption="|guided gradient| over the image")
+g3.caption(f"{model.label} · {feature_layer}, channel {channel} of {channels}")
+g3.page_link("pages/patches.py", label="See this channel's maximally activating patches", icon=":material/extension:")

@@ -1,0 +1,148 @@
+"""Benchmark of cnnviz.attribution: gradient methods vs one forward + input-gradient pass, and
+occlusion vs Captum's Occlusion, on ResNet-18 (random weights, 1x3x224x224) and the trained small CNN.
+
+Run: ``.venv/bin/python bench/bench_attribution.py [--repeats 5]``. Prints a markdown table.
+Timings are medians of interleaved repeats, so a shared, noisy CPU affects all rows alike.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import sys
+import time
+import warnings
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from cnnviz import attribution as A  # noqa: E402
+from cnnviz.display import rank_correlation  # noqa: E402
+from cnnviz.hooks import input_gradient, leftover_state  # noqa: E402
+from cnnviz.models import load_model  # noqa: E402
+from cnnviz.samples import load_sample  # noqa: E402
+
+warnings.filterwarnings("ignore")
+
+
+def median_times(jobs: dict[str, Callable[[], object]], repeats: int, ratio_to: str | None = None) -> dict[str, float]:
+    """Run every job once as warm-up, then ``repeats`` interleaved rounds; median seconds per job.
+
+    With ``ratio_to``, also ``"<job>/ratio"``: the median over rounds of the job's time divided by
+    that job's time in the same round (robust to the load of a shared CPU changing between rounds).
+    """
+    for job in jobs.values():
+        job()
+    times: dict[str, list[float]] = {name: [] for name in jobs}
+    for _ in range(repeats):
+        for name, job in jobs.items():
+            start = time.perf_counter()
+            job()
+            times[name].append(time.perf_counter() - start)
+    result = {name: statistics.median(t) for name, t in times.items()}
+    if ratio_to is not None:
+        for name, t in times.items():
+            result[f"{name}/ratio"] = statistics.median(a / b for a, b in zip(t, times[ratio_to]))
+    return result
+
+
+def pearson(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float(np.corrcoef(a.flatten().double().numpy(), b.flatten().double().numpy())[0, 1])
+
+
+def occlusion_rows(label: str, model: torch.nn.Module, x: torch.Tensor, window: int, stride: int,
+                   repeats: int, batched_ppe: int) -> list[tuple[str, float, str, str]]:
+    from captum.attr import Occlusion
+
+    with torch.inference_mode():
+        target = int(model(x).argmax())
+    c = x.shape[1]
+    captum = Occlusion(model)
+
+    def captum_run(ppe: int):
+        return lambda: captum.attribute(x, target=target, sliding_window_shapes=(c, window, window),
+                                        strides=(c, stride, stride), baselines=0, perturbations_per_eval=ppe)
+
+    exact = A.occlusion(model, x, target, window, stride, precision="float32")
+    fast = A.occlusion(model, x, target, window, stride, precision="auto")
+    captum_map = captum_run(1)()[:, 0]
+    jobs = {
+        "captum1": captum_run(1),
+        f"captum{batched_ppe}": captum_run(batched_ppe),
+        "exact": lambda: A.occlusion(model, x, target, window, stride, precision="float32"),
+        "fast": lambda: A.occlusion(model, x, target, window, stride, precision="auto"),
+    }
+    t = median_times(jobs, repeats, ratio_to="captum1")
+    n = len(A.occlusion_positions(tuple(x.shape[-2:]), (window, window), (stride, stride)))
+    ref = t["captum1"]
+    fast_name = "bf16 autocast" if A.bf16_supported() else "fp32 (no native bf16)"
+    return [
+        (f"{label}: Captum Occlusion, perturbations_per_eval=1 ({n} windows {window}/{stride})", ref, "1.00 (reference)",
+         f"max abs diff to cnnviz exact {float((captum_map - exact).abs().max()):.1e}"),
+        (f"{label}: Captum Occlusion, perturbations_per_eval={batched_ppe}", t[f"captum{batched_ppe}"],
+         f"{1 / t[f'captum{batched_ppe}/ratio']:.2f}× faster", ""),
+        (f"{label}: cnnviz occlusion, exact fp32, batched, channels-last", t["exact"], f"{1 / t['exact/ratio']:.2f}× faster",
+         "correlation 1 (exact)"),
+        (f"{label}: **cnnviz occlusion, default** ({fast_name}, batched, channels-last)", t["fast"],
+         f"**{1 / t['fast/ratio']:.2f}× faster**",
+         f"Pearson {pearson(fast, exact):.4f}, Spearman {rank_correlation(fast[0], exact[0]):.4f} vs exact fp32"),
+    ]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+
+    resnet = load_model("resnet18", pretrained=False)
+    model = resnet.module
+    x = resnet.preprocessing(load_sample("cat (scikit-image)"))
+    with torch.inference_mode():
+        target = int(model(x).argmax())
+    objective = A.logit_objective(target)
+
+    def forward():
+        with torch.inference_mode():
+            model(x)
+
+    grad_jobs = {
+        "forward": forward,
+        "forward+input-grad": lambda: input_gradient(model, x, objective),
+        "vanilla": lambda: A.vanilla_gradient(model, x, target),
+        "guided": lambda: A.guided_backprop(model, x, target),
+        "gradcam": lambda: A.grad_cam(model, x, target, "layer4"),
+    }
+    t = median_times(grad_jobs, max(args.repeats * 5, 15), ratio_to="forward+input-grad")
+    ref = t["forward+input-grad"]
+    rows = [
+        ("ResNet-18: plain forward (inference mode)", t["forward"], f"{t['forward/ratio']:.2f}× fwd+grad", ""),
+        ("ResNet-18: plain forward + gradient w.r.t. input (torch.autograd.grad)", ref, "1.00 (reference)", ""),
+        ("ResNet-18: cnnviz vanilla_gradient", t["vanilla"], f"**{t['vanilla/ratio']:.2f}×** fwd+grad", "bar ≤ 1.15×"),
+        ("ResNet-18: cnnviz guided_backprop", t["guided"], f"**{t['guided/ratio']:.2f}×** fwd+grad", "bar ≤ 1.15×"),
+        ("ResNet-18: cnnviz grad_cam (layer4)", t["gradcam"], f"**{t['gradcam/ratio']:.2f}×** fwd+grad", "bar ≤ 1.15×"),
+    ]
+    rows += occlusion_rows("ResNet-18", model, x, 32, 16, args.repeats, 16)
+    small = load_model("small_cnn")
+    digit = small.preprocessing(load_sample("digit 3"))
+    rows += occlusion_rows("small CNN (trained, 32×32)", small.module, digit, 8, 4, args.repeats, 16)
+    assert leftover_state(model) == [] and leftover_state(small.module) == []
+
+    print(f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}, "
+          f"{args.threads} threads, bf16 native: {A.bf16_supported()}, medians of {args.repeats} interleaved repeats "
+          "(gradient rows: 5× more); ratios are medians of per-round ratios; ResNet-18 with random weights (no pretrained file offline), 1×3×224×224.\n")
+    print("| measurement | median time | ratio | note |")
+    print("| --- | ---: | --- | --- |")
+    for name, seconds, ratio, note in rows:
+        print(f"| {name} | {seconds * 1000:.0f} ms | {ratio} | {note} |")
+
+
+if __name__ == "__main__":
+    main()

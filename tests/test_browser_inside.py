@@ -1,0 +1,71 @@
+"""The four "Look inside" pages in a real browser with the small CNN on digits, offline."""
+
+from __future__ import annotations
+
+from conftest import screenshot, wait_for_app
+
+
+def _open(page, app_url: str, path: str) -> None:
+    """Load the home page first: until app.py has run st.navigation once in this server, Streamlit
+    serves a URL like /filters from the pages/ folder directly, without the app's sidebar."""
+    page.goto(app_url)
+    wait_for_app(page)
+    page.goto(f"{app_url}/{path}")
+
+
+def _no_error(page) -> None:
+    assert page.query_selector("[data-testid='stException']") is None, page.inner_text("[data-testid='stException']")
+    assert page.query_selector("[data-testid='stAlertContentError']") is None
+
+
+def test_filters_page(page, app_url):
+    _open(page, app_url, "filters")
+    wait_for_app(page, "Filter norms")
+    _no_error(page)
+    assert page.get_by_text("16 of 16 filters, 3×3, gray").count() >= 1
+    screenshot(page, "inside_filters")
+    # replay training: the initialisation
+    slider = page.get_by_role("slider", name="Training epoch")
+    slider.focus()
+    page.keyboard.press("Home")
+    wait_for_app(page, "at initialisation (epoch 0)")
+    _no_error(page)
+
+
+def test_activations_page(page, app_url):
+    _open(page, app_url, "activations")
+    wait_for_app(page, "One channel, large")
+    _no_error(page)
+    assert page.get_by_text("feature maps, 32×32 each").count() >= 1
+    page.get_by_text("No dead channel").first.wait_for() if page.get_by_text("No dead channel").count() else \
+        page.get_by_text("are never positive").first.wait_for()
+    assert page.get_by_text("over the image as the model sees it").count() >= 1
+    screenshot(page, "inside_activations")
+
+
+def test_patches_page(page, app_url):
+    _open(page, app_url, "patches")
+    wait_for_app(page, "receptive field 16×16 px, stride 4 px (exact)")
+    _no_error(page)
+    images = page.query_selector_all("[data-testid='stMainBlockContainer'] [data-testid='stImage'] img")
+    assert len(images) >= 12
+    screenshot(page, "inside_patches")
+
+
+def test_embeddings_page(page, app_url):
+    _open(page, app_url, "embeddings")
+    wait_for_app(page, "Pixel space, L2")
+    _no_error(page)
+    page.wait_for_selector(".js-plotly-plot .scatterlayer .point", timeout=60_000)
+    assert len(page.query_selector_all(".js-plotly-plot .scatterlayer .point")) == 500
+    for title in ("Feature space, L2", "Feature space, cosine", "Pixel space, L2"):
+        assert page.get_by_text(title).count() >= 1
+    screenshot(page, "inside_embeddings")
+    page.get_by_text("Pixel space, L2").first.scroll_into_view_if_needed()
+    screenshot(page, "inside_embeddings_neighbours")
+    page.get_by_text("Draw the images instead of dots").click()
+    wait_for_app(page)
+    page.wait_for_selector(".js-plotly-plot .layer-above image", timeout=60_000)
+    assert len(page.query_selector_all(".js-plotly-plot .layer-above image")) == 500
+    page.get_by_text("Draw the images instead of dots").first.scroll_into_view_if_needed()
+    screenshot(page, "inside_embeddings_thumbnails")

@@ -1,0 +1,156 @@
+"""Streamlit helpers shared by the "Generate images" pages: run an optimisation stream with a live
+preview, progress bar and Stop button, keep the image so far, draw the loss curve, offer downloads.
+
+A page builds one params dict and a function returning ``cnnviz.synthesis.Step``s; ``stream`` does the
+rest. Stop works because a button click reruns the script, which interrupts the running loop: the
+latest step is kept in ``st.session_state`` as the loop runs and shown on the rerun.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Callable, Iterator
+
+import numpy as np
+import plotly.graph_objects as go
+import streamlit as st
+from plotly.subplots import make_subplots
+
+from cnnviz.display import pixels_to_array, png_bytes, upscale
+from cnnviz.synthesis import OptimizationError, Step
+
+DISPLAY_PX = 256
+"""Images smaller than this are shown upscaled (nearest neighbour) so their pixels are visible."""
+
+
+def visible(pixels) -> np.ndarray:
+    """Pixels (N, C, H, W) in [0, 1] -> uint8 image, upscaled (nearest) when small."""
+    array = pixels_to_array(pixels)
+    return upscale(array, DISPLAY_PX) if max(array.shape[:2]) < DISPLAY_PX else array
+
+
+def buttons(key: str, label: str) -> tuple[bool, bool]:
+    """The run and Stop buttons, side by side. Returns (run clicked, stop clicked)."""
+    left, right, _ = st.columns([2, 1, 5])
+    run = left.button(label, key=f"{key}_run", type="primary", icon=":material/play_arrow:")
+    stop = right.button("Stop", key=f"{key}_stop", icon=":material/stop:")
+    return run, stop
+
+
+def stream(
+    key: str,
+    params: dict,
+    make_steps: Callable[[], Iterator],
+    run: bool,
+    show: Callable[[object, bool], None],
+    step_of: Callable[[object], Step] = lambda item: item,
+) -> dict | None:
+    """Run (when ``run``) or recall the optimisation kept under ``key``.
+
+    Args:
+        key: session-state key of this page's run.
+        params: the parameters, kept with the result (for the caption, file names and sidecar).
+        make_steps: returns the iterator of steps (called only when ``run``).
+        run: the run button was clicked.
+        show: ``show(item, live)`` draws one item of the iterator: the live preview (``live`` True; give
+            charts keys that differ from the final ones) and, at the end, the result.
+        step_of: the ``Step`` inside one item (for streams of (layer, Step) pairs).
+
+    Returns:
+        The kept state {"params", "last", "items", "status" ("done", "stopped", "error"), "error"},
+        or None before the first run.
+    """
+    state = st.session_state.get(key)
+    if run:
+        state = {"params": params, "last": None, "items": {}, "status": "running", "error": None}
+        st.session_state[key] = state
+        progress = st.progress(0.0, text="Starting…")
+        preview = st.empty()
+        try:
+            for item in make_steps():
+                step = step_of(item)
+                state["last"] = item
+                state["items"][_item_key(item)] = item
+                progress.progress(step.step / step.total, text=f"Step {step.step} of {step.total}")
+                with preview.container():
+                    show(item, True)
+            state["status"] = "done"
+        except (OptimizationError, ValueError, KeyError) as error:
+            state["status"], state["error"] = "error", str(error).strip("'\"")
+        progress.empty()
+        preview.empty()
+    if state is None:
+        return None
+    if any(state["params"].get(k) != params.get(k) for k in ("model", "weights")):
+        return None  # a result belongs to the model that made it
+    if state["status"] == "running":  # the script was interrupted by Stop (or another widget)
+        state["status"] = "stopped"
+    if state["status"] == "error":
+        st.error(state["error"])
+    if state["last"] is None:
+        return state if state["status"] != "error" else None
+    step = step_of(state["last"])
+    if state["status"] == "stopped":
+        st.info(f"Stopped at step {step.step} of {step.total}; the image so far is kept.")
+    if state["params"] != params:
+        st.caption("The parameters changed since this result was made; press the button to run again.")
+    show(state["last"], False)
+    return state
+
+
+def _item_key(item) -> str:
+    return item[0] if isinstance(item, tuple) else ""
+
+
+def loss_figure(history: tuple[dict[str, float], ...], terms: dict[str, str], title: str) -> go.Figure:
+    """Loss curve: one panel per term, value against step.
+
+    Args:
+        history: ``Step.history``.
+        terms: panel title -> key in the history dicts.
+    """
+    present = {label: key for label, key in terms.items() if history and key in history[0]}
+    fig = make_subplots(rows=1, cols=max(1, len(present)), subplot_titles=list(present))
+    steps = list(range(1, len(history) + 1))
+    for col, (label, key) in enumerate(present.items(), start=1):
+        fig.add_trace(go.Scatter(x=steps, y=[h[key] for h in history], mode="lines", name=label), row=1, col=col)
+        fig.update_xaxes(title_text="step", row=1, col=col)
+        fig.update_yaxes(title_text="value", row=1, col=col)
+    fig.update_layout(title=title, height=300, showlegend=False, margin=dict(l=10, r=10, t=60, b=10))
+    return fig
+
+
+def file_stem(prefix: str, params: dict) -> str:
+    """A file name (no extension) that encodes the parameters, e.g. ``classviz_model-small_cnn_steps-100``."""
+    parts = [prefix]
+    for name, value in params.items():
+        if isinstance(value, (list, tuple)):
+            value = "+".join(map(str, value))
+        parts.append(f"{name}-{value}")
+    return re.sub(r"[^A-Za-z0-9_.+=-]+", "", "_".join(parts).replace(" ", ""))[:200]
+
+
+def downloads(key: str, prefix: str, params: dict, pixels, extra: dict) -> None:
+    """PNG download of ``pixels`` (native resolution) named by the parameters, and a JSON sidecar."""
+    stem = file_stem(prefix, params)
+    left, right, _ = st.columns([2, 2, 4])
+    left.download_button(
+        "Download PNG", png_bytes(pixels_to_array(pixels)), file_name=f"{stem}.png", mime="image/png",
+        key=f"{key}_png", icon=":material/download:",
+    )
+    sidecar = json.dumps({"parameters": params, **extra}, indent=2, default=str)
+    right.download_button(
+        "Parameters (JSON)", sidecar, file_name=f"{stem}.json", mime="application/json", key=f"{key}_json",
+        icon=":material/data_object:",
+    )
+
+
+def spatial_layers(rows: list[dict]) -> dict[str, int]:
+    """Layers of a layer table whose output is a stack of maps (C × H × W), in order: name -> number
+    of channels. ``Sequential`` containers are left out: their output is their last child's."""
+    return {
+        r["layer"]: int(r["output shape"].split(" × ")[0])
+        for r in rows
+        if r["output shape"].count("×") == 2 and r["type"] != "Sequential"
+    }

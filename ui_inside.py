@@ -1,0 +1,104 @@
+"""Streamlit helpers shared by the "Look inside" pages: the dataset picker and a result cache that
+shows a progress bar only when something is really computed."""
+
+from __future__ import annotations
+
+import hashlib
+import tempfile
+import threading
+from collections import OrderedDict
+from typing import Callable
+
+import streamlit as st
+
+from cnnviz.data import TORCHVISION_DATASETS, ImageDataset, digits_dataset, photos_dataset, torchvision_dataset, zip_dataset
+from cnnviz.models import SMALL_CNN
+
+DIGITS, PHOTOS, ZIP = "digits (scikit-learn)", "sample photos", "your zip of images"
+
+
+@st.cache_resource(show_spinner=False)
+def _results() -> tuple[OrderedDict, threading.Lock]:
+    """One process-wide LRU store of computed results (features, maxima, embeddings)."""
+    return OrderedDict(), threading.Lock()
+
+
+def cached(key: tuple, compute: Callable[[Callable[[float, str], None]], object], label: str, max_entries: int = 24):
+    """Return the result stored under ``key``, or compute it with a progress bar and store it.
+
+    Args:
+        key: everything the result depends on (model key, dataset key, layer, parameters).
+        compute: called with a progress callback (fraction, message).
+        label: what the progress bar says is being computed.
+    """
+    store, lock = _results()
+    with lock:
+        if key in store:
+            store.move_to_end(key)
+            return store[key]
+    bar = st.progress(0.0, text=label)
+    try:
+        result = compute(lambda fraction, message: bar.progress(min(max(fraction, 0.0), 1.0), text=f"{label}: {message}"))
+    finally:
+        bar.empty()
+    with lock:
+        store[key] = result
+        while len(store) > max_entries:
+            store.popitem(last=False)
+    return result
+
+
+@st.cache_resource(show_spinner="Loading the dataset...", max_entries=8)
+def _offline(name: str, limit: int) -> ImageDataset:
+    return digits_dataset(limit=limit) if name == DIGITS else photos_dataset()
+
+
+@st.cache_resource(show_spinner="Reading the zip...", max_entries=4)
+def _from_zip(digest: str, _data: bytes) -> ImageDataset:
+    target = tempfile.mkdtemp(prefix="cnnviz_zip_")
+    return zip_dataset(_data, target, name="your zip")
+
+
+@st.cache_resource(show_spinner=False, max_entries=4)
+def _torchvision(name: str, limit: int) -> ImageDataset:
+    return torchvision_dataset(name, limit=limit)
+
+
+def choose_dataset(model_name: str, key: str, big_model_limit: int = 100, prefer_digits: bool = False) -> tuple[ImageDataset, str]:
+    """Dataset widgets (in the main area); returns the dataset and a key for caches.
+
+    The small CNN defaults to its digits; other models to the sample photos (or digits with
+    ``prefer_digits``), with small default sizes so big models stay quick.
+    """
+    small = model_name == SMALL_CNN
+    options = [DIGITS, PHOTOS, ZIP, *TORCHVISION_DATASETS]
+    default = DIGITS if small or prefer_digits else PHOTOS
+    left, right = st.columns([2, 1])
+    name = left.selectbox("Dataset", options, index=options.index(default), key=f"{key}_dataset")
+    if name == PHOTOS:
+        return _offline(PHOTOS, 0), PHOTOS
+    if name == ZIP:
+        upload = left.file_uploader("Zip of images, one folder per class", type=["zip"], key=f"{key}_zip")
+        if upload is None:
+            st.info("Choose a zip file: one folder per class, with PNG or JPEG images inside.")
+            st.stop()
+        data = upload.getvalue()
+        digest = hashlib.sha256(data).hexdigest()
+        try:
+            dataset = _from_zip(digest, data)
+        except ValueError as error:
+            st.error(str(error))
+            st.stop()
+        if dataset.skipped:
+            st.caption("Skipped: " + ", ".join(f"{n} {reason}" for reason, n in dataset.skipped.items()) + ".")
+        return dataset, f"zip:{digest}"
+    default_limit = 500 if small else big_model_limit
+    limit = right.number_input("Images", 10, 5000 if name != DIGITS else 1797, default_limit, step=50, key=f"{key}_limit")
+    if name == DIGITS:
+        return _offline(DIGITS, int(limit)), f"{DIGITS}:{limit}"
+    with st.spinner(f"Loading {name} (downloading once if a network is there)..."):
+        try:
+            return _torchvision(name, int(limit)), f"{name}:{limit}"
+        except ValueError as error:
+            st.error(str(error))
+            st.stop()
