@@ -6,7 +6,7 @@ import plotly.graph_objects as go
 import streamlit as st
 
 import ui
-import ui_inside
+import ui.datasets
 from cnnviz import display
 from cnnviz.features import channel_maxima, channel_stats, dead_channels, feature_map_grid, feature_maps, spatial_layers
 
@@ -57,8 +57,8 @@ with right:
                                                                          format="percent")})
 
 st.subheader("Dead channels over a dataset")
-dataset, dataset_key = ui_inside.choose_dataset(model.name, "activations", big_model_limit=8)
-maxima = ui_inside.cached(
+dataset, dataset_key = ui.datasets.choose_dataset(model.name, "activations", big_model_limit=8)
+maxima = ui.datasets.cached(
     ("maxima", ctx.model_key, dataset_key, layer),
     lambda progress: channel_maxima(model, dataset, layer, batch_size=64, progress=progress),
     f"Running {len(dataset)} images through {model.name}",

@@ -5,7 +5,7 @@ import plotly.express as px
 import streamlit as st
 
 import ui
-import ui_generate as gen
+from ui import optimization
 from cnnviz import adversarial
 from cnnviz.synthesis import MAX_STEPS
 
@@ -70,7 +70,7 @@ def predictions_chart(top, title, key):
 
 def show(step, live):
     if live:
-        st.image(gen.visible(step.pixels), caption=f"adversarial image so far · step {step.step} · {model.label}", width=256)
+        st.image(optimization.visible(step.pixels), caption=f"adversarial image so far · step {step.step} · {model.label}", width=256)
         return
     kept = st.session_state["adv_result"]["params"]
     x = st.session_state.get("adv_x", ctx.x)
@@ -78,9 +78,9 @@ def show(step, live):
     result = adversarial.finish_attack(model, x, step, eps, tgt)
     amplified, scale = result.amplified_perturbation()
     c1, c2, c3 = st.columns(3)
-    c1.image(gen.visible(result.original), caption=f"original · {model.label}", width="stretch")
-    c2.image(gen.visible(amplified), caption=f"perturbation × {scale:.1f} (gray = 0, ±{eps}/255 = black/white)", width="stretch")
-    c3.image(gen.visible(result.adversarial), caption=f"adversarial (ε = {eps}/255, {kept['method']}) · {model.label}", width="stretch")
+    c1.image(optimization.visible(result.original), caption=f"original · {model.label}", width="stretch")
+    c2.image(optimization.visible(amplified), caption=f"perturbation × {scale:.1f} (gray = 0, ±{eps}/255 = black/white)", width="stretch")
+    c3.image(optimization.visible(result.adversarial), caption=f"adversarial (ε = {eps}/255, {kept['method']}) · {model.label}", width="stretch")
     ok = result.success[0]
     goal = f"reach '{tgt}'" if tgt is not None else "change the prediction"
     (st.success if ok else st.warning)(
@@ -96,12 +96,12 @@ def show(step, live):
     with c2:
         predictions_chart(result.after[0], f"Adversarial: top-5 ({model.label})", "adv_after")
     with c3:
-        fig = gen.loss_figure(step.history, {"cross-entropy to the label": "cross-entropy"}, "Loss curve")
+        fig = optimization.loss_figure(step.history, {"cross-entropy to the label": "cross-entropy"}, "Loss curve")
         st.plotly_chart(fig, width="stretch", key="adv_curve")
-    gen.downloads("adv", "adversarial", kept, result.adversarial, {
+    optimization.downloads("adv", "adversarial", kept, result.adversarial, {
         "model": model.label, "success": ok, "before": result.before[0], "after": result.after[0],
         "perturbation_scale": scale, "stopped_at_step": step.step})
 
 
-run, _ = gen.buttons("adv", "Attack")
-gen.stream("adv_result", params, make_steps, run, show)
+run, _ = optimization.buttons("adv", "Attack")
+optimization.stream("adv_result", params, make_steps, run, show)

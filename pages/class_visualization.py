@@ -3,7 +3,7 @@
 import streamlit as st
 
 import ui
-import ui_generate as gen
+from ui import optimization
 from cnnviz import synthesis
 from cnnviz.models import predict
 
@@ -27,7 +27,7 @@ ui.explainer(
 ctx = ui.context()
 model = ctx.model
 rows = ui.cached_layer_table(ctx.model_key, model)
-spatial = gen.spatial_layers(rows)
+spatial = optimization.spatial_layers(rows)
 small = model.input_size[1] < 64
 
 mode = st.radio("Maximise", ["A class", "A channel or unit of a layer"], horizontal=True, key="cv_mode")
@@ -87,15 +87,15 @@ title = f"class {what['class']}" if "class" in what else f"{what['layer']} chann
 
 def show(step, live):
     left, right = st.columns([1, 2])
-    left.image(gen.visible(step.pixels), caption=f"{title} · step {step.step} · {model.label}", width="stretch")
+    left.image(optimization.visible(step.pixels), caption=f"{title} · step {step.step} · {model.label}", width="stretch")
     term = next(k for k in step.losses if k != "objective") if len(step.losses) > 1 else "objective"
-    fig = gen.loss_figure(step.history, {"objective (maximised)": "objective", title: term, "‖I‖²": "‖I‖²"}, "Loss curve")
+    fig = optimization.loss_figure(step.history, {"objective (maximised)": "objective", title: term, "‖I‖²": "‖I‖²"}, "Loss curve")
     right.plotly_chart(fig, width="stretch", key=f"cv_curve_{step.step}" if live else "cv_curve")
 
 
-run, _ = gen.buttons("cv", "Generate")
-state = gen.stream("cv_result", params, make_steps, run, show)
+run, _ = optimization.buttons("cv", "Generate")
+state = optimization.stream("cv_result", params, make_steps, run, show)
 if state and state["last"] is not None:
     last = state["last"]
-    gen.downloads("cv", "classviz", params, last.pixels, {
+    optimization.downloads("cv", "classviz", params, last.pixels, {
         "model": model.label, "stopped_at_step": last.step, "final_losses": last.losses, "status": state["status"]})

@@ -3,7 +3,7 @@
 import streamlit as st
 
 import ui
-import ui_generate as gen
+from ui import optimization
 from cnnviz import synthesis
 
 st.title("DeepDream")
@@ -22,7 +22,7 @@ ui.explainer(
 ctx = ui.context()
 model = ctx.model
 rows = ui.cached_layer_table(ctx.model_key, model)
-spatial = list(gen.spatial_layers(rows))
+spatial = list(optimization.spatial_layers(rows))
 small = model.input_size[1] < 64
 
 c1, c2, c3 = st.columns(3)
@@ -53,14 +53,14 @@ def make_steps():
 def show(step, live):
     left, right = st.columns([1, 1])
     octave = step.losses.get("octave", 1)
-    left.image(gen.visible(step.pixels), caption=f"{layer} · octave {octave:g} of {octaves} · step {step.step} · {model.label}", width="stretch")
-    fig = gen.loss_figure(step.history, {f"½‖A‖² of {layer}": f"{layer} ½‖A‖²"}, "Objective (the jumps are new octaves)")
+    left.image(optimization.visible(step.pixels), caption=f"{layer} · octave {octave:g} of {octaves} · step {step.step} · {model.label}", width="stretch")
+    fig = optimization.loss_figure(step.history, {f"½‖A‖² of {layer}": f"{layer} ½‖A‖²"}, "Objective (the jumps are new octaves)")
     right.plotly_chart(fig, width="stretch", key=f"dd_curve_{step.step}" if live else "dd_curve")
 
 
-run, _ = gen.buttons("dd", "Dream")
-state = gen.stream("dd_result", params, make_steps, run, show)
+run, _ = optimization.buttons("dd", "Dream")
+state = optimization.stream("dd_result", params, make_steps, run, show)
 if state and state["last"] is not None:
     last = state["last"]
-    gen.downloads("dd", "deepdream", state["params"], last.pixels, {
+    optimization.downloads("dd", "deepdream", state["params"], last.pixels, {
         "model": model.label, "stopped_at_step": last.step, "final_losses": last.losses})

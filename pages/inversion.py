@@ -5,7 +5,7 @@ from dataclasses import replace
 import streamlit as st
 
 import ui
-import ui_generate as gen
+from ui import optimization
 from cnnviz import synthesis
 
 st.title("Feature inversion")
@@ -25,7 +25,7 @@ ui.explainer(
 ctx = ui.context()
 model = ctx.model
 rows = ui.cached_layer_table(ctx.model_key, model)
-spatial = list(gen.spatial_layers(rows))
+spatial = list(optimization.spatial_layers(rows))
 small = model.input_size[1] < 64
 
 c1, c2, c3, c4, c5 = st.columns(5)
@@ -37,7 +37,7 @@ seed = c5.number_input("Seed", 0, 10_000, 0, key="inv_seed")
 common = {"steps": steps, "lr": lr, "tv_weight": tv_weight, "tv_beta": tv_beta, "seed": int(seed)}
 meta = {"model": model.name, "weights": model.weights, "image": ctx.image_name}
 
-st.image(gen.visible(model.preprocessing.denormalize(ctx.x)), caption=f"{ctx.image_name}, as the model sees it", width=200)
+st.image(optimization.visible(model.preprocessing.denormalize(ctx.x)), caption=f"{ctx.image_name}, as the model sees it", width=200)
 
 st.subheader("One layer")
 layer = st.selectbox("Layer to invert", spatial, index=len(spatial) // 2, key=f"inv_layer_{model.name}")
@@ -46,18 +46,18 @@ params = {**meta, "layer": layer, **common}
 
 def show_one(step, live):
     left, right = st.columns([1, 2])
-    left.image(gen.visible(step.pixels), caption=f"reconstruction from {layer} · step {step.step} · {model.label}", width="stretch")
-    fig = gen.loss_figure(step.history, {"relative feature error": "feature error", f"TV^{tv_beta:g}": f"TV^{tv_beta:g}"}, "Loss curve")
+    left.image(optimization.visible(step.pixels), caption=f"reconstruction from {layer} · step {step.step} · {model.label}", width="stretch")
+    fig = optimization.loss_figure(step.history, {"relative feature error": "feature error", f"TV^{tv_beta:g}": f"TV^{tv_beta:g}"}, "Loss curve")
     right.plotly_chart(fig, width="stretch", key=f"inv_curve_{step.step}" if live else "inv_curve")
 
 
-run, _ = gen.buttons("inv", "Invert")
-state = gen.stream(
+run, _ = optimization.buttons("inv", "Invert")
+state = optimization.stream(
     "inv_result", params, lambda: synthesis.invert_features(model, ctx.x, layer, every=max(1, steps // 20), **common), run, show_one
 )
 if state and state["last"] is not None:
     last = state["last"]
-    gen.downloads("inv", "inversion", state["params"], last.pixels, {
+    optimization.downloads("inv", "inversion", state["params"], last.pixels, {
         "model": model.label, "stopped_at_step": last.step, "final_losses": last.losses})
 
 st.subheader("A row of depths")
@@ -77,12 +77,12 @@ def show_row(item, live):
     items = st.session_state["inv_row_result"]["items"]
     columns = st.columns(max(1, len(items)))
     for column, (name, (_, step)) in zip(columns, items.items()):
-        column.image(gen.visible(step.pixels), caption=f"{name} · error {step.losses['feature error']:.3f}", width="stretch")
+        column.image(optimization.visible(step.pixels), caption=f"{name} · error {step.losses['feature error']:.3f}", width="stretch")
     st.caption(f"Reconstructions from shallow to deep · {model.label}")
 
 
-run_row, _ = gen.buttons("inv_row", "Invert the row")
-row_state = gen.stream(
+run_row, _ = optimization.buttons("inv_row", "Invert the row")
+row_state = optimization.stream(
     "inv_row_result", row_params,
     lambda: synthesis.invert_layers(model, ctx.x, row_layers, every=max(1, steps // 10), **common),
     run_row, show_row, step_of=row_step,

@@ -5,7 +5,7 @@ import streamlit as st
 from PIL import ImageDraw
 
 import ui
-import ui_inside
+import ui.datasets
 from cnnviz.features import channel_maxima, dead_channels, maximally_activating_patches, receptive_field, spatial_layers
 
 st.title("Maximally activating patches")
@@ -23,12 +23,12 @@ ui.explainer(
 
 ctx = ui.context()
 model = ctx.model
-dataset, dataset_key = ui_inside.choose_dataset(model.name, "patches", big_model_limit=8)
+dataset, dataset_key = ui.datasets.choose_dataset(model.name, "patches", big_model_limit=8)
 layers = ui.run_or_explain(spatial_layers, model)
 default = len(layers) - 1 if model.name == "small_cnn" else len(layers) // 2
 c1, c2, c3 = st.columns([2, 1, 1])
 layer = c1.selectbox("Layer", layers, index=default, key="patches_layer")
-maxima = ui_inside.cached(
+maxima = ui.datasets.cached(
     ("maxima", ctx.model_key, dataset_key, layer),
     lambda progress: channel_maxima(model, dataset, layer, batch_size=64, progress=progress),
     f"Running {len(dataset)} images through {model.name}",

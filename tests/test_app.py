@@ -75,3 +75,14 @@ def test_every_page_runs_with_the_default_model(page):
     assert not at.exception, at.exception
     assert not at.error, [e.value for e in at.error]
     assert any(e.label == "What am I looking at?" for e in at.expander), "every page explains itself"
+
+
+def test_the_library_never_imports_streamlit():
+    import subprocess
+    import sys
+
+    code = "import sys, cnnviz, pkgutil, importlib\n" \
+           "[importlib.import_module(f'cnnviz.{m.name}') for m in pkgutil.iter_modules(cnnviz.__path__)]\n" \
+           "print('streamlit' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert out.stdout.strip() == "False", out.stderr

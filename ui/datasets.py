@@ -1,4 +1,4 @@
-"""Streamlit helpers shared by the "Look inside" pages: the dataset picker and a result cache that
+"""Streamlit helpers for the "Look inside" pages: the dataset picker and a result cache that
 shows a progress bar only when something is really computed."""
 
 from __future__ import annotations

@@ -1,5 +1,6 @@
 """The Streamlit-aware helpers that pages share: the sidebar (model, weights, image), the cached
-model, and the "What am I looking at?" expander. ``cnnviz/`` itself never imports Streamlit."""
+model, and the "What am I looking at?" expander. ``ui.datasets`` and ``ui.optimization`` serve the
+"Look inside" and "Generate images" pages. ``cnnviz/`` itself never imports Streamlit."""
 
 from __future__ import annotations
 
