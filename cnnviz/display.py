@@ -167,3 +167,23 @@ def pixels_to_array(pixels: ArrayLike) -> np.ndarray:
         raise ValueError(f"pixels_to_array expects (N, C, H, W) or (C, H, W) with 1 or 3 channels, not {array.shape}.")
     array = (np.clip(array, 0, 1) * 255).round().astype(np.uint8).transpose(1, 2, 0)
     return array[..., 0] if array.shape[2] == 1 else array
+
+
+def signed_image(values: ArrayLike, percentile: float = 99.5) -> Image.Image:
+    """A signed map (C, H, W) or (H, W), e.g. a guided-backprop gradient, as an image centred on
+    gray: 0 -> 0.5 (mid gray), scaled symmetrically by the ``percentile`` of |values| (clipped), as
+    Springenberg et al. (2015) show their gradients. All channels share one scale.
+
+    Returns:
+        "L" image for one channel, "RGB" for three, of size (W, H).
+    """
+    array = to_numpy(values)
+    if array.ndim == 3:
+        if array.shape[0] not in (1, 3):
+            raise ValueError(f"signed_image expects (H, W) or (C, H, W) with 1 or 3 channels, not {array.shape}.")
+        array = array.transpose(1, 2, 0)
+        array = array[..., 0] if array.shape[2] == 1 else array
+    elif array.ndim != 2:
+        raise ValueError(f"signed_image expects (H, W) or (C, H, W), not {array.shape}.")
+    scaled = normalize(array, percentile, symmetric=True) * 0.5 + 0.5
+    return Image.fromarray((scaled * 255).round().clip(0, 255).astype(np.uint8))

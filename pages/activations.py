@@ -58,7 +58,7 @@ with right:
 
 st.subheader("Dead channels over a dataset")
 dataset, dataset_key = ui.datasets.choose_dataset(model.name, "activations", big_model_limit=8)
-maxima = ui.datasets.cached(
+maxima = ui.cached(
     ("maxima", ctx.model_key, dataset_key, layer),
     lambda progress: channel_maxima(model, dataset, layer, batch_size=64, progress=progress),
     f"Running {len(dataset)} images through {model.name}",

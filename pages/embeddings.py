@@ -50,12 +50,12 @@ if method == "t-SNE":
     params["max_iter"] = int(c4.select_slider("Iterations", [300, 500, 1000, 2000], 500, key="embeddings_iter"))
     params["seed"] = int(c4.number_input("Seed", 0, 10_000, 0, key="embeddings_seed"))
 
-features = ui.datasets.cached(
+features = ui.cached(
     ("features", ctx.model_key, dataset_key, layer),
     lambda progress: extract_features(model, dataset, layer, batch_size=64, progress=progress),
     f"Features of {len(dataset)} images",
 )
-points = ui.datasets.cached(
+points = ui.cached(
     ("embedding", ctx.model_key, dataset_key, layer, method, tuple(sorted(params.items()))),
     lambda progress: ui.run_or_explain(embed_2d, features, "tsne" if method == "t-SNE" else "pca", **params),
     f"{method} of {len(dataset)} points",
@@ -97,7 +97,7 @@ with right:
     view = model.preprocessing.view(dataset.images[index]).convert("RGB")
     st.image(view.resize((128, 128), 0), width=128, caption=f"#{index} · {labels[index]}")
 
-pixels = ui.datasets.cached(("pixels", ctx.model_key, dataset_key), lambda progress: pixel_vectors(model, dataset),
+pixels = ui.cached(("pixels", ctx.model_key, dataset_key), lambda progress: pixel_vectors(model, dataset),
                           "Pixels of the dataset")
 rows = [
     ("Feature space, L2", features, "l2"),

@@ -47,22 +47,6 @@ _, height, width = model.input_size
 SIGNED = {"occlusion"}
 
 
-def session_cache(key: tuple, compute, label: str, max_entries: int = 40):
-    """Results of this session by key; computed with a progress bar when missing."""
-    store = st.session_state.setdefault("_saliency_results", {})
-    if key in store:
-        return store[key]
-    bar = st.progress(0.0, text=label)
-    try:
-        result = compute(lambda fraction: bar.progress(min(max(float(fraction), 0.0), 1.0), text=label))
-    finally:
-        bar.empty()
-    if len(store) >= max_entries:
-        store.pop(next(iter(store)))
-    store[key] = result
-    return result
-
-
 def overlay_figure(image: Image.Image, heat: np.ndarray, signed: bool, title: str) -> tuple[go.Figure, Image.Image]:
     """The map blended over the image, with a colour bar of the map's values."""
     blended = display.heat_overlay(image, heat, signed=signed)
@@ -129,8 +113,8 @@ target_name = model.class_names[target]
 
 def run_method(loaded, x, model_key: str, method: str, class_index: int, method_params: dict) -> A.Attribution:
     key_params = tuple((k, method_params[k]) for k in relevant.get(method, ()))
-    key = (model_key, ctx.image_name, method, class_index, key_params)
-    return session_cache(
+    key = (model_key, ctx.image_key, method, class_index, key_params)
+    return ui.cached(
         key,
         lambda progress: ui.run_or_explain(A.attribute, method, loaded.module, x, class_index, method_params, progress),
         f"{method} on {loaded.name}…",
@@ -141,7 +125,7 @@ def method_note(result: A.Attribution, loaded) -> str:
     note = result.note
     if result.method == "guided backprop":
         x = ctx.x if loaded is model else loaded.preprocessing(ctx.image)
-        total, by_modules = session_cache(("relus", loaded.label, loaded.name), lambda _: A.count_relus(loaded.module, x),
+        total, by_modules = ui.cached(("relus", loaded.label, loaded.name), lambda _: A.count_relus(loaded.module, x),
                                           "Counting ReLUs…")
         if total > by_modules:
             note = f"also guided {total - by_modules} functional ReLU calls (Captum would not)"
@@ -209,16 +193,16 @@ stages = s2.slider("Stages", 2, 6, 4, key="saliency_sanity_stages")
 if st.button("Run the sanity check (Adebayo et al., 2018)", key="saliency_sanity_run"):
     sanity_params = {**params, "samples": min(samples, 10), "steps": min(steps, 20)}
     st.session_state["_saliency_sanity"] = (
-        ctx.model_key, ctx.image_name, sanity_method, target,
-        session_cache(
-            ("sanity", ctx.model_key, ctx.image_name, sanity_method, target, stages, tuple(sorted(sanity_params.items()))),
+        ctx.model_key, ctx.image_key, sanity_method, target,
+        ui.cached(
+            ("sanity", ctx.model_key, ctx.image_key, sanity_method, target, stages, tuple(sorted(sanity_params.items()))),
             lambda progress: ui.run_or_explain(A.randomization_sanity_check, model.module, ctx.x, target, sanity_method,
                                                sanity_params, stages, 0, progress),
             "Randomising a private copy of the model, layer by layer…",
         ),
     )
 sanity = st.session_state.get("_saliency_sanity")
-if sanity and sanity[:2] == (ctx.model_key, ctx.image_name):
+if sanity and sanity[:2] == (ctx.model_key, ctx.image_key):
     _, _, checked_method, checked_target, results = sanity
     columns = st.columns(len(results))
     for column, stage in zip(columns, results):
@@ -239,16 +223,18 @@ feature_layer = f1.selectbox("Layer", spatial_rows or [default_layer], key=f"sal
 row = next((r for r in ui.cached_layer_table(ctx.model_key, model) if r["layer"] == feature_layer), None)
 channels = int(row["output shape"].split(" × ")[0]) if row and row["output shape"][0].isdigit() else 1
 channel = int(f2.number_input("Channel", 0, max(0, channels - 1), 0, key=f"saliency_feature_channel_{ctx.model_key}"))
-gradient = session_cache(
-    ("channel", ctx.model_key, ctx.image_name, feature_layer, channel),
+gradient = ui.cached(
+    ("channel", ctx.model_key, ctx.image_key, feature_layer, channel),
     lambda progress: ui.run_or_explain(A.guided_backprop_channel, model.module, ctx.x, feature_layer, channel),
     "Guided backprop of the channel…",
 )
 g1, g2, g3 = st.columns(3)
-pattern = display.normalize(gradient[0].permute(1, 2, 0), 99.5, symmetric=True) * 0.5 + 0.5
-pattern_image = Image.fromarray((pattern[..., 0] if pattern.shape[-1] == 1 else pattern).__mul__(255).round().astype(np.uint8))
+pattern_image = display.signed_image(gradient[0], 99.5)
 g1.image(pattern_image.resize((256, 256), Image.Resampling.NEAREST), caption="guided gradient (grey = 0)", width=256)
 g2.image(display.heat_overlay(view, A.to_heat(gradient)[0].numpy()).resize((256, 256)), width=256,
          caption="|guided gradient| over the image")
 g3.caption(f"{model.label} · {feature_layer}, channel {channel} of {channels}")
-g3.page_link("pages/patches.py", label="See this channel's maximally activating patches", icon=":material/extension:")
+g3.caption("The patches page shows a channel's maximally activating patches over a dataset, each with the guided "
+           "backprop of its strongest unit beside it, cropped to the same receptive field (pick the same layer and "
+           "channel there).")
+g3.page_link("pages/patches.py", label="Patches with guided backprop beside each", icon=":material/extension:")

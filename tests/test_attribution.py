@@ -288,3 +288,90 @@ def test_attribute_dispatch_shapes(small_cnn, digit_batch, method):
     assert result.heat.shape == (1, 32, 32) and result.seconds > 0
     assert float(result.heat.abs().max()) > 0
     assert leftover_state(model) == []
+
+
+def _strongest_units(model: nn.Module, x: torch.Tensor, layer: str, channel: int) -> torch.Tensor:
+    """(N, 2) (row, col) of each image's strongest unit of ``channel`` (torchvision's extractor, as an oracle)."""
+    from torchvision.models.feature_extraction import create_feature_extractor
+
+    with torch.inference_mode():
+        maps = create_feature_extractor(model, [layer])(x)[layer][:, channel]
+    flat = maps.flatten(1).argmax(dim=1)
+    return torch.stack([flat // maps.shape[2], flat % maps.shape[2]], dim=1)
+
+
+def test_guided_backprop_of_one_unit_per_image_matches_captum(small_cnn, digit_batch):
+    model, x, channel = small_cnn.module, digit_batch[0][:4], 7
+    positions = _strongest_units(model, x, "features.8", channel)
+    positions[1] = torch.tensor([3, 12])  # not every image at its maximum
+    assert len({tuple(p) for p in positions.tolist()}) > 1, "the positions should differ between images"
+
+    class Unit(nn.Module):
+        """Features up to features.8, then the one unit [channel, row_i, col_i] of each image i."""
+
+        def __init__(self):
+            super().__init__()
+            self.trunk = model.features[:9]  # shared modules, read only
+
+        def forward(self, inp):
+            maps = self.trunk(inp)
+            return maps[torch.arange(len(inp)), channel, positions[:, 0], positions[:, 1]][:, None]
+
+    theirs = captum_attr.GuidedBackprop(Unit().eval()).attribute(x, target=0)
+    ours = A.guided_backprop_channel(model, x, "features.8", channel, position=positions)
+    close(ours, theirs)
+    # the same unit for all images from a (row, col) tuple; batched units equal per-image calls
+    close(A.guided_backprop_channel(model, x[2:3], "features.8", channel, position=tuple(positions[2].tolist())), theirs[2:3])
+    seen = []
+    close(A.guided_backprop_units(model, x, "features.8", channel, positions, batch_size=3, progress=seen.append), theirs)
+    assert seen == [0.75, 1.0]
+    # one unit is not the channel's maximum over the map
+    assert not torch.allclose(ours[1], A.guided_backprop_channel(model, x[1:2], "features.8", channel)[0])
+    assert leftover_state(model) == []
+    assert no_mode_left()
+
+
+@pytest.mark.parametrize("layer", ["features.6", "features.9"])
+def test_guided_backprop_of_one_unit_is_zero_outside_its_receptive_field(small_cnn, digit_batch, layer):
+    from cnnviz.features import receptive_field
+
+    model, x, channel = small_cnn.module, digit_batch[0], 3
+    positions = _strongest_units(model, x, layer, channel)
+    grads = A.guided_backprop_channel(model, x, layer, channel, position=positions)
+    field = receptive_field(model, layer, small_cnn.input_size)
+    inside_any = False
+    for grad, (row, col) in zip(grads, positions.tolist()):
+        top, left, bottom, right = field.box(row, col)
+        outside = grad.abs().clone()
+        outside[:, top:bottom, left:right] = 0
+        assert float(outside.max()) == 0.0, f"gradient outside the box of unit ({row}, {col})"
+        inside_any |= float(grad[:, top:bottom, left:right].abs().max()) > 0
+        assert (bottom - top, right - left) != (32, 32)  # the box is a real restriction
+    assert inside_any
+    assert leftover_state(model) == []
+
+
+def test_unit_position_errors_leave_the_model_clean(small_cnn, digit_batch):
+    model, x = small_cnn.module, digit_batch[0][:2]
+    modules = list(model.modules())
+    with pytest.raises(ValueError, match="16×16 feature map"):
+        A.guided_backprop_channel(model, x, "features.8", 0, position=(16, 0))
+    with pytest.raises(ValueError, match="one per image"):
+        A.guided_backprop_channel(model, x, "features.8", 0, position=torch.zeros(3, 2))
+    with pytest.raises(ValueError, match="no feature map"):
+        A.guided_backprop_channel(model, x, "classifier.1", 0, position=(0, 0))
+    with pytest.raises(ValueError, match="one \\(row, col\\) per image"):
+        A.guided_backprop_units(model, x, "features.8", 0, torch.zeros(1, 2))
+    assert leftover_state(model, modules) == []
+    assert no_mode_left()
+
+
+def test_signed_image_puts_zero_at_mid_gray():
+    from cnnviz.display import signed_image
+
+    grad = torch.zeros(1, 4, 4)
+    grad[0, 0, 0], grad[0, 1, 1] = 2.0, -1.0
+    pixels = np.asarray(signed_image(grad, percentile=100))
+    assert pixels.shape == (4, 4)
+    assert (pixels[0, 0], pixels[1, 1], pixels[3, 3]) == (255, 64, 128)
+    assert np.asarray(signed_image(torch.randn(3, 5, 6))).shape == (5, 6, 3)

@@ -47,9 +47,13 @@ def test_patches_page(page, app_url):
     _open(page, app_url, "patches")
     wait_for_app(page, "receptive field 16×16 px, stride 4 px (exact)")
     _no_error(page)
+    # the small CNN shows guided backprop by default: 12 patches, each with its unit's map beside it
+    page.get_by_text("the guided backprop of that very unit").first.wait_for()
     images = page.query_selector_all("[data-testid='stMainBlockContainer'] [data-testid='stImage'] img")
-    assert len(images) >= 12
+    assert len(images) == 24
     screenshot(page, "inside_patches")
+    sizes = {(round(b["width"]), round(b["height"])) for b in (img.bounding_box() for img in images)}
+    assert len(sizes) == 1 and min(next(iter(sizes))) >= 100, sizes  # patch and map: same size, big enough to see
 
 
 def test_embeddings_page(page, app_url):

@@ -5,6 +5,8 @@ model, and the "What am I looking at?" expander. ``ui.datasets`` and ``ui.optimi
 from __future__ import annotations
 
 import hashlib
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Callable
 
@@ -54,6 +56,7 @@ class Context:
     model_key: str
     image: Image.Image
     image_name: str
+    image_key: str  # digest of the pixels, for cache keys
     x: Tensor  # (1, C, H, W), preprocessed for ``model``
 
 
@@ -77,6 +80,44 @@ def cached_layer_table(model_key: str, _model: LoadedModel) -> list[dict]:
         }
         for row in layer_table(_model.module, _model.input_size)
     ]
+
+
+@st.cache_resource(show_spinner=False)
+def _results() -> tuple[OrderedDict, threading.Lock]:
+    """One process-wide LRU store of computed results (maps, features, maxima, embeddings)."""
+    return OrderedDict(), threading.Lock()
+
+
+def cached(key: tuple, compute: Callable[[Callable[..., None]], object], label: str, max_entries: int = 48):
+    """Return the result stored under ``key``, or compute it with a progress bar and store it.
+
+    Unlike ``st.cache_data``, a cache hit shows no progress bar at all. Results are shared by every
+    session, so ``key`` must hold everything the result depends on (``ctx.model_key``,
+    ``ctx.image_key``, dataset key, layer, parameters), and callers must not modify what they get.
+
+    Args:
+        compute: called with a progress callback ``progress(fraction, message="")``.
+        label: what the progress bar says is being computed.
+    """
+    store, lock = _results()
+    with lock:
+        if key in store:
+            store.move_to_end(key)
+            return store[key]
+    bar = st.progress(0.0, text=label)
+
+    def progress(fraction: float, message: str = "") -> None:
+        bar.progress(min(max(float(fraction), 0.0), 1.0), text=f"{label}: {message}" if message else label)
+
+    try:
+        result = compute(progress)
+    finally:
+        bar.empty()
+    with lock:
+        store[key] = result
+        while len(store) > max_entries:
+            store.popitem(last=False)
+    return result
 
 
 def explainer(text: str) -> None:
@@ -129,6 +170,12 @@ def _on_gallery_change() -> None:
     st.session_state["_gallery_auto"] = False
 
 
+def _set_image(image: Image.Image, name: str) -> None:
+    """Make ``image`` the session's current image; its digest keys every cached result."""
+    digest = hashlib.sha256(image.tobytes() + repr(image.size).encode()).hexdigest()[:16]
+    st.session_state.update(image=image, image_name=name, image_key=digest)
+
+
 def _choose_image(model: LoadedModel | None) -> tuple[Image.Image, str]:
     st.sidebar.header("Image")
     state = st.session_state
@@ -139,7 +186,7 @@ def _choose_image(model: LoadedModel | None) -> tuple[Image.Image, str]:
     if source == "Gallery":
         name = st.sidebar.selectbox("Sample image", sample_names(), key="gallery_choice", on_change=_on_gallery_change)
         if state.get("image_name") != name:
-            state["image"], state["image_name"] = load_sample(name), name
+            _set_image(load_sample(name), name)
     else:
         if source == "Upload":
             upload = st.sidebar.file_uploader("Your image", type=IMAGE_TYPES, key="image_upload")
@@ -147,14 +194,13 @@ def _choose_image(model: LoadedModel | None) -> tuple[Image.Image, str]:
             upload = st.sidebar.camera_input("Take a photo", key="image_camera")
         if upload is not None and state.get("image_name") != f"{source}: {upload.name} ({upload.size} bytes)":
             try:
-                state["image"] = load_image(upload.getvalue())
-                state["image_name"] = f"{source}: {upload.name} ({upload.size} bytes)"
+                _set_image(load_image(upload.getvalue()), f"{source}: {upload.name} ({upload.size} bytes)")
                 state["_gallery_auto"] = False
             except ImageError as error:
                 st.sidebar.error(f"{error} The previous image is kept.")
                 st.toast(f"That image could not be used: {error}", icon=":material/error:")
     if "image" not in state:
-        state["image"], state["image_name"] = load_sample(default), default
+        _set_image(load_sample(default), default)
     st.sidebar.image(state["image"], caption=state["image_name"], width="stretch")
     return state["image"], state["image_name"]
 
@@ -167,7 +213,9 @@ def sidebar() -> None:
         st.session_state["context"] = None
         return
     st.sidebar.caption(f"Using **{model.label}**")
-    st.session_state["context"] = Context(model, key, image, image_name, model.preprocessing(image))
+    st.session_state["context"] = Context(
+        model, key, image, image_name, st.session_state["image_key"], model.preprocessing(image)
+    )
 
 
 def context() -> Context:

@@ -1,51 +1,15 @@
-"""Streamlit helpers for the "Look inside" pages: the dataset picker and a result cache that
-shows a progress bar only when something is really computed."""
+"""Streamlit helpers for the "Look inside" pages: the dataset picker."""
 
 from __future__ import annotations
 
 import hashlib
 import tempfile
-import threading
-from collections import OrderedDict
-from typing import Callable
-
 import streamlit as st
 
 from cnnviz.data import TORCHVISION_DATASETS, ImageDataset, digits_dataset, photos_dataset, torchvision_dataset, zip_dataset
 from cnnviz.models import SMALL_CNN
 
 DIGITS, PHOTOS, ZIP = "digits (scikit-learn)", "sample photos", "your zip of images"
-
-
-@st.cache_resource(show_spinner=False)
-def _results() -> tuple[OrderedDict, threading.Lock]:
-    """One process-wide LRU store of computed results (features, maxima, embeddings)."""
-    return OrderedDict(), threading.Lock()
-
-
-def cached(key: tuple, compute: Callable[[Callable[[float, str], None]], object], label: str, max_entries: int = 24):
-    """Return the result stored under ``key``, or compute it with a progress bar and store it.
-
-    Args:
-        key: everything the result depends on (model key, dataset key, layer, parameters).
-        compute: called with a progress callback (fraction, message).
-        label: what the progress bar says is being computed.
-    """
-    store, lock = _results()
-    with lock:
-        if key in store:
-            store.move_to_end(key)
-            return store[key]
-    bar = st.progress(0.0, text=label)
-    try:
-        result = compute(lambda fraction, message: bar.progress(min(max(fraction, 0.0), 1.0), text=f"{label}: {message}"))
-    finally:
-        bar.empty()
-    with lock:
-        store[key] = result
-        while len(store) > max_entries:
-            store.popitem(last=False)
-    return result
 
 
 @st.cache_resource(show_spinner="Loading the dataset...", max_entries=8)
