@@ -17,7 +17,7 @@ from torch import Tensor, nn
 
 from . import display
 from .data import ImageDataset
-from .hooks import forward_hooks, get_module, record_activations
+from .hooks import forward_hooks, forward_until, get_module, record_activations
 from .layers import layer_names, layer_table
 from .models import LoadedModel
 
@@ -45,10 +45,6 @@ __all__ = [
 ]
 
 Progress = Callable[[float, str], None]
-
-
-class _Stop(Exception):
-    """Raised by a hook to end a forward pass once the wanted layer has run."""
 
 
 # --- feature maps ---------------------------------------------------------------------------------
@@ -181,10 +177,10 @@ def receptive_field(model: nn.Module, layer: str, input_size: tuple[int, int, in
     Returns:
         A ``ReceptiveField``; ``.box(i, j)`` maps a unit to its input box.
     """
-    target = get_module(model, layer)
+    get_module(model, layer)  # clear KeyError for a wrong name
     leaves = [n for n, m in model.named_modules() if n and not any(True for _ in m.children())]
     events: list[tuple[nn.Module, Tensor, int, Tensor, int]] = []
-    target_out: dict[str, Tensor] = {}
+    target_out: list[object] = []  # the target's output object itself, for the identity check below
 
     def leaf_hook(module: nn.Module, inputs: tuple, output: object) -> None:
         if inputs and isinstance(inputs[0], Tensor) and isinstance(output, Tensor):
@@ -193,22 +189,18 @@ def receptive_field(model: nn.Module, layer: str, input_size: tuple[int, int, in
             events.append((module, None, 0, None, 0))  # type: ignore[arg-type]
 
     def target_hook(module: nn.Module, inputs: tuple, output: object) -> None:
-        if isinstance(output, Tensor) and layer not in target_out:
-            target_out[layer] = output
-            target_out["_n_events"] = len(events)  # type: ignore[assignment]
-            raise _Stop
+        if layer in leaves:
+            leaf_hook(module, inputs, output)
+        target_out.append(output)
 
-    hooks = {n: leaf_hook for n in leaves}
+    hooks: dict[str, Callable] = {n: leaf_hook for n in leaves}
+    hooks[layer] = target_hook
     c, h, w = input_size
     x = torch.zeros(1, c, h, w)
-    try:
-        with forward_hooks(model, hooks), forward_hooks(model, {layer: target_hook}), torch.no_grad():
-            model(x)
-    except _Stop:
-        pass
-    if layer not in target_out:
-        raise ValueError(f"The layer {layer!r} is not used in the forward pass.")
-    out = target_out[layer]
+    # the leaf hooks fire before forward_until's, which stops the pass once the target has run
+    with forward_hooks(model, hooks), torch.no_grad():
+        forward_until(model, x, [layer])
+    out: Tensor = target_out[0]  # type: ignore[assignment]  # a tensor, or forward_until raised
     if out.ndim != 4:
         return ReceptiveField(layer, (h, w), (h, w), (0, 0), (h, w), (1, 1), "whole image")
     out_hw = (int(out.shape[2]), int(out.shape[3]))
@@ -216,7 +208,7 @@ def receptive_field(model: nn.Module, layer: str, input_size: tuple[int, int, in
     size, jump, start = [1, 1], [1, 1], [0, 0]
     current, version = x, x._version
     chain = True
-    for module, inp, in_version, output, out_version in events[: int(target_out["_n_events"])]:  # type: ignore[arg-type]
+    for module, inp, in_version, output, out_version in events:
         in_place = output is inp
         if inp is not current or (in_version - (1 if in_place else 0)) != version or output.ndim != 4:
             chain = False
@@ -246,13 +238,9 @@ def _empirical_receptive_field(
     i, j = out_hw[0] // 2, out_hw[1] // 2
     generator = torch.Generator().manual_seed(0)
     x = torch.randn(trials, c, h, w, generator=generator).requires_grad_(True)
-    with record_activations(model, [layer], keep_graph=True) as acts, torch.enable_grad():
-        try:
-            with forward_hooks(model, {layer: _raise_stop}):
-                model(x)
-        except _Stop:
-            pass
-        (grad,) = torch.autograd.grad(acts[layer][:, :, i, j].sum(), x)
+    with torch.enable_grad():
+        out = forward_until(model, x, [layer], keep_graph=True)[layer]
+        (grad,) = torch.autograd.grad(out[:, :, i, j].sum(), x)
     seen = grad.abs().sum((0, 1)) > 0
     rows, cols = torch.nonzero(seen.any(1)).flatten(), torch.nonzero(seen.any(0)).flatten()
     jump = (max(1, round(h / out_hw[0])), max(1, round(w / out_hw[1])))
@@ -262,10 +250,6 @@ def _empirical_receptive_field(
     return ReceptiveField(
         layer, (bottom - top, right - left), jump, (top - i * jump[0], left - j * jump[1]), (h, w), out_hw, "empirical"
     )
-
-
-def _raise_stop(module: nn.Module, inputs: tuple, output: object) -> None:
-    raise _Stop
 
 
 # --- maximally activating patches ------------------------------------------------------------------
@@ -313,24 +297,19 @@ def channel_maxima(
     n, get = _batches(model, dataset, batch_size)
     if n == 0:
         raise ValueError("The dataset is empty.")
-    store: dict[str, Tensor] = {}
-
-    def hook(module: nn.Module, inputs: tuple, output: object) -> None:
-        store["out"] = output  # type: ignore[assignment]
-        raise _Stop
-
     values = rows = cols = None
     map_size = (0, 0)
     get_module(model.module, layer)
-    with forward_hooks(model.module, {layer: hook}), torch.inference_mode():
+    not_maps = f"Layer {layer!r} does not output feature maps (N, C, H, W); pick a convolutional layer."
+    with torch.inference_mode():
         for a in range(0, n, batch_size):
             b = min(a + batch_size, n)
             try:
-                model.module(get(a, b))
-            except _Stop:
-                pass
-            out = store.pop("out", None)
-            if not isinstance(out, Tensor) or out.ndim != 4:
+                out = forward_until(model.module, get(a, b), [layer])[layer]
+            except ValueError as error:  # did not run, or not a tensor
+                raise ValueError(not_maps) from error
+            if out.ndim != 4:
+                raise ValueError(not_maps)
                 raise ValueError(f"Layer {layer!r} does not output feature maps (N, C, H, W); pick a convolutional layer.")
             if values is None:
                 map_size = (int(out.shape[2]), int(out.shape[3]))
@@ -444,23 +423,14 @@ def extract_features(
     n, get = _batches(model, dataset, batch_size)
     if n == 0:
         raise ValueError("The dataset is empty.")
-    store: dict[str, Tensor] = {}
-
-    def hook(module: nn.Module, inputs: tuple, output: object) -> None:
-        store["out"] = inputs[0] if take_input else output  # type: ignore[assignment]
-        raise _Stop
-
     features = None
-    with forward_hooks(model.module, {name: hook}), torch.inference_mode():
+    with torch.inference_mode():
         for a in range(0, n, batch_size):
             b = min(a + batch_size, n)
             try:
-                model.module(get(a, b))
-            except _Stop:
-                pass
-            out = store.pop("out", None)
-            if not isinstance(out, Tensor):
-                raise ValueError(f"Layer {name!r} did not produce a tensor in the forward pass.")
+                out = forward_until(model.module, get(a, b), [name], inputs=take_input)[name]
+            except ValueError as error:  # did not run, or not a tensor
+                raise ValueError(f"Layer {name!r} did not produce a tensor in the forward pass.") from error
             out = out.float().mean((2, 3)) if out.ndim == 4 else out.float().flatten(1)
             if features is None:
                 features = np.empty((n, out.shape[1]), np.float32)

@@ -26,6 +26,10 @@ def get_module(model: nn.Module, name: str) -> nn.Module:
     Raises:
         KeyError: with a message listing where to find valid names.
     """
+    try:  # walks the dotted path: cheaper than listing every module (this runs in optimisation loops)
+        return model.get_submodule(name)
+    except AttributeError:
+        pass
     modules = dict(model.named_modules())
     if name not in modules:
         sample = ", ".join(n for n in list(modules)[1:8])
@@ -102,6 +106,78 @@ def record_activations(
 
     with forward_hooks(model, {name: recorder(name) for name in layers}):
         yield store
+
+
+class _StopForward(Exception):
+    """Raised by ``forward_until``'s hook once every wanted layer is recorded: skips the rest."""
+
+
+def forward_until(
+    model: nn.Module, x: Tensor, layers: str | Sequence[str], keep_graph: bool = False, inputs: bool = False
+) -> dict[str, Tensor]:
+    """Run the model only as far as needed to record the named layers, and return what they saw.
+
+    The forward pass stops (a private exception raised by a hook, caught here) as soon as every
+    layer has been recorded once, so the layers after the last one needed never run: cheaper,
+    and a model with a fixed-size head still runs to an early layer at any input size.
+
+    A module applied several times in one forward (a shared ReLU) is recorded at each call until
+    the stop, so it keeps its last output before the stop; the layer that completes the set is
+    recorded at its first call. A record is the tensor as it left its layer: a later in-place op
+    acts on a copy, not on it (as in ``record_activations``).
+
+    Args:
+        model: the model, in eval mode; nothing is left on it (hooks via ``forward_hooks``).
+        x: input batch, e.g. (N, C, H, W).
+        layers: one name or several, from ``model.named_modules()``.
+        keep_graph: keep the records in the autograd graph (to take gradients w.r.t. them or
+            through them to ``x``); else they are detached.
+        inputs: record each layer's first input instead of its output (the input of the last
+            linear layer is the penultimate representation). The hook sees it after the layer
+            ran, so an in-place layer (``ReLU(inplace=True)``) shows its output.
+
+    Returns:
+        layer name -> recorded tensor, in the order of ``layers``; e.g. (N, C', H', W') for a
+        convolution, (N, D) for the input of a linear layer.
+
+    Raises:
+        KeyError: a name that is not a layer of the model.
+        ValueError: no layer given; a layer that did not run in the forward pass; a layer whose
+            output (or input) is not a tensor.
+    """
+    names = list(dict.fromkeys([layers] if isinstance(layers, str) else layers))
+    if not names:
+        raise ValueError("Name at least one layer to run the model up to.")
+    store: dict[str, Tensor] = {}
+    wanted = len(names)
+
+    def recorder(name: str) -> ForwardHook:
+        def hook(module: nn.Module, args: tuple, output: object) -> object:
+            value = (args[0] if args else None) if inputs else output
+            if not isinstance(value, Tensor):
+                what = "input" if inputs else "output"
+                raise ValueError(f"The {what} of layer {name!r} is a {type(value).__name__}, not a tensor.")
+            last = len(store) + (name not in store) == wanted
+            if last:  # nothing runs after this: no copy needed
+                store[name] = value if keep_graph else value.detach()
+                raise _StopForward
+            if keep_graph:
+                store[name] = value
+                return None if inputs else value.clone()  # later in-place ops change the clone
+            store[name] = value.detach().clone()
+            return None
+
+        return hook
+
+    try:
+        with forward_hooks(model, {name: recorder(name) for name in names}):
+            model(x)
+    except _StopForward:
+        pass
+    missing = [name for name in names if name not in store]
+    if missing:
+        raise ValueError(f"The layer(s) {', '.join(map(repr, missing))} did not run in the forward pass.")
+    return {name: store[name] for name in names}
 
 
 @contextmanager

@@ -17,13 +17,16 @@ The loop is built from small composable parts, in the spirit of Lucent:
 ``optimize`` is the loop: a generator yielding ``Step``s, so a page can show the image as it forms.
 The image lives in [0, 1] pixel space and is normalised with the model's ``Preprocessing`` before each
 forward; pixels are clamped to [0, 1] after every step. Gradients are taken with respect to the image
-only (``torch.autograd.grad``), hooks live only inside one step (``cnnviz.hooks.record_activations``),
-so nothing is left on the shared model, also when the loop is abandoned or raises.
+only (``torch.autograd.grad``), hooks live only inside one forward pass (``cnnviz.hooks.forward_until``
+when the objective reads no logits, so the pass stops after the last needed layer;
+``record_activations`` otherwise), so nothing is left on the shared model, also when the loop is
+abandoned or raises.
 """
 
 from __future__ import annotations
 
 import difflib
+import functools
 import math
 import numbers
 from dataclasses import dataclass, field
@@ -35,7 +38,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .hooks import forward_hooks, get_module, record_activations
+from .hooks import forward_until, get_module, record_activations
 from .models import LoadedModel
 from .preprocessing import Preprocessing
 
@@ -66,6 +69,8 @@ class Capture:
         activations: layer name -> output of that layer (in the autograd graph).
         preprocessing: the model's preprocessing (for ``centered``); None means pixels are centred.
         values: filled by the objective's terms as they are computed: term name -> (N,) values.
+        normalize: the preprocessing's ``normalize`` with its mean and std already made tensors (the
+            loop builds it once per run); None uses ``preprocessing.normalize``.
     """
 
     pixels: Tensor
@@ -73,10 +78,13 @@ class Capture:
     activations: dict[str, Tensor]
     preprocessing: Preprocessing | None = None
     values: dict[str, Tensor] = field(default_factory=dict)
+    normalize: Callable[[Tensor], Tensor] | None = field(default=None, repr=False, compare=False)
 
     @cached_property
     def centered(self) -> Tensor:
         """``pixels`` normalised with the model's mean and std (zero = the data's mean colour)."""
+        if self.normalize is not None:
+            return self.normalize(self.pixels)
         return self.pixels if self.preprocessing is None else self.preprocessing.normalize(self.pixels)
 
 
@@ -94,11 +102,14 @@ class Objective:
         name: str = "objective",
         layers: Sequence[str] = (),
         needs_logits: bool = False,
+        scaled: "tuple[Objective, float] | None" = None,
     ):
         self.fn = fn
         self.name = name
         self.layers = tuple(dict.fromkeys(layers))
         self.needs_logits = needs_logits
+        self.scaled = scaled
+        """(base, weight) when this objective is weight × base: ``a ± weight × base`` is then one op."""
 
     def __call__(self, capture: Capture) -> Tensor:
         return self.fn(capture)
@@ -112,8 +123,13 @@ class Objective:
             return Objective(lambda c: op(self(c), value), f"{self.name} {symbol} {value:g}", self.layers, self.needs_logits)
         if not isinstance(other, Objective):
             return NotImplemented
+        fn = lambda c: op(self(c), other(c))  # noqa: E731
+        if other.scaled is not None and symbol in "+-":  # a ± w·b as one torch.add (one op less, forward and backward)
+            base, weight = other.scaled
+            alpha = weight if symbol == "+" else -weight
+            fn = lambda c: torch.add(self(c), base(c), alpha=alpha)  # noqa: E731
         return Objective(
-            lambda c: op(self(c), other(c)),
+            fn,
             f"{self.name} {symbol} {other.name}",
             (*self.layers, *other.layers),
             self.needs_logits or other.needs_logits,
@@ -135,12 +151,15 @@ class Objective:
         return Objective(lambda c: -self(c), f"-({self.name})", self.layers, self.needs_logits)
 
     def __mul__(self, other):
+        if isinstance(other, numbers.Number):
+            value = float(other)
+            return Objective(lambda c: self(c) * value, f"{self.name} * {value:g}", self.layers, self.needs_logits, (self, value))
         return self._combine(other, lambda a, b: a * b, "*")
 
     def __rmul__(self, other):
         if isinstance(other, numbers.Number):
             value = float(other)
-            return Objective(lambda c: value * self(c), f"{value:g} * {self.name}", self.layers, self.needs_logits)
+            return Objective(lambda c: value * self(c), f"{value:g} * {self.name}", self.layers, self.needs_logits, (self, value))
         return NotImplemented
 
 
@@ -156,6 +175,11 @@ def term(name: str, layers: Sequence[str] = (), needs_logits: bool = False):
         return Objective(recorded, name, layers, needs_logits)
 
     return wrap
+
+
+def _sum_per_image(t: Tensor) -> Tensor:
+    """(N, ...) -> (N,): the sum over all but the first dimension (one op, no flatten)."""
+    return t.sum(dim=tuple(range(1, t.dim())))
 
 
 def _activation(capture: Capture, layer: str) -> Tensor:
@@ -229,7 +253,7 @@ def deepdream(layer: str) -> Objective:
 
     @term(f"{layer} ½‖A‖²", layers=[layer])
     def fn(c: Capture) -> Tensor:
-        return 0.5 * _activation(c, layer).float().pow(2).flatten(1).sum(1)
+        return 0.5 * _sum_per_image(_activation(c, layer).float().pow(2))
 
     return fn
 
@@ -250,7 +274,7 @@ def feature_error(layer: str, target: Tensor) -> Objective:
         a = _activation(c, layer)
         if a.shape != target.shape:
             raise ValueError(f"Layer {layer!r} gives {tuple(a.shape)}, the target features are {tuple(target.shape)}.")
-        return (a.float() - target).pow(2).flatten(1).sum(1) / norm
+        return _sum_per_image((a.float() - target).pow(2)) / norm
 
     return fn
 
@@ -265,7 +289,7 @@ def l2() -> Objective:
 
     @term("‖I‖²")
     def fn(c: Capture) -> Tensor:
-        return c.centered.pow(2).flatten(1).sum(1)
+        return _sum_per_image(c.centered.pow(2))
 
     return fn
 
@@ -275,15 +299,22 @@ def total_variation(beta: float = 2.0) -> Objective:
     if not 0 < beta <= 4:
         raise ValueError("The total variation exponent β must be in (0, 4]; Mahendran & Vedaldi use 1 to 2.")
 
+    kernels: dict[tuple, Tensor] = {}
+
     @term(f"TV^{beta:g}")
     def fn(c: Capture) -> Tensor:
         x = c.pixels
-        dx = x[:, :, :-1, 1:] - x[:, :, :-1, :-1]
-        dy = x[:, :, 1:, :-1] - x[:, :, :-1, :-1]
-        squared = dx.pow(2) + dy.pow(2)
-        if beta != 2:
-            squared = (squared + 1e-8).pow(beta / 2)
-        return squared.sum(1).flatten(1).mean(1)
+        n, channels = x.shape[:2]
+        key = (channels, x.dtype, x.device)
+        if key not in kernels:  # ∂x I = I[i, j+1] − I[i, j], ∂y I = I[i+1, j] − I[i, j], per channel
+            pair = torch.tensor([[[-1.0, 1.0], [0.0, 0.0]], [[-1.0, 0.0], [1.0, 0.0]]], dtype=x.dtype, device=x.device)
+            kernels[key] = pair.unsqueeze(1).repeat(channels, 1, 1, 1)  # (2C, 1, 2, 2)
+        # one grouped convolution instead of four slices (cheaper forward and backward)
+        d = F.conv2d(x, kernels[key], groups=channels)  # (N, 2C, H-1, W-1): ∂x, ∂y of each channel
+        if beta == 2:
+            return _sum_per_image(d.pow(2)) / (d.shape[2] * d.shape[3])
+        squared = d.pow(2).view(n, channels, 2, *d.shape[2:]).sum(2)
+        return (squared + 1e-8).pow(beta / 2).sum(1).flatten(1).mean(1)
 
     return fn
 
@@ -305,7 +336,8 @@ def jitter(pixels: int) -> Transform:
     def fn(x: Tensor, generator: torch.Generator) -> Tensor:
         if pixels == 0:
             return x
-        dy, dx = _randint(generator, -pixels, pixels), _randint(generator, -pixels, pixels)
+        # one draw of both shifts: the same numbers as two draws of one
+        dy, dx = torch.randint(-pixels, pixels + 1, (2,), generator=generator, device=generator.device).tolist()
         return torch.roll(x, shifts=(dy, dx), dims=(2, 3))
 
     return fn
@@ -365,8 +397,11 @@ def normalized_ascent(lr: float) -> StepRule:
     lr = _check_lr(lr)
 
     def rule(g: Tensor, step: int) -> Tensor:
-        scale = g.abs().flatten(1).mean(1).clamp_min(1e-12).view(-1, *[1] * (g.dim() - 1))
-        return lr * g / scale
+        dims = tuple(range(1, g.dim()))
+        count = g[0].numel()
+        # mean |g| = ‖g‖₁ / count, clamped at 1e-12; the L1 norm is one op (abs + mean are two)
+        l1 = torch.linalg.vector_norm(g, 1, dim=dims, keepdim=True).clamp_min_(1e-12 * count)
+        return g * ((lr * count) / l1)
 
     return rule
 
@@ -381,17 +416,18 @@ def adam(lr: float, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8
     """Adam (ascent direction), with its own state; one rule object per run."""
     lr = _check_lr(lr)
     state: dict[str, Tensor] = {}
+    t = 0  # steps taken by this rule
 
     def rule(g: Tensor, step: int) -> Tensor:
+        nonlocal t
         if "m" not in state:
-            state["m"], state["v"], state["t"] = torch.zeros_like(g), torch.zeros_like(g), torch.zeros(())
-        state["t"] += 1
-        t = float(state["t"])
-        state["m"].mul_(betas[0]).add_(g, alpha=1 - betas[0])
-        state["v"].mul_(betas[1]).addcmul_(g, g, value=1 - betas[1])
-        m_hat = state["m"] / (1 - betas[0] ** t)
-        v_hat = state["v"] / (1 - betas[1] ** t)
-        return lr * m_hat / (v_hat.sqrt() + eps)
+            state["m"], state["v"] = torch.zeros_like(g), torch.zeros_like(g)
+        t += 1
+        m = state["m"].mul_(betas[0]).add_(g, alpha=1 - betas[0])
+        v = state["v"].mul_(betas[1]).addcmul_(g, g, value=1 - betas[1])
+        # lr · m̂ / (√v̂ + eps) with m̂ = m / (1 − β₁ᵗ), v̂ = v / (1 − β₂ᵗ)
+        denominator = (v / (1 - betas[1] ** t)).sqrt_().add_(eps)
+        return (m / denominator).mul_(lr / (1 - betas[0] ** t))
 
     return rule
 
@@ -414,18 +450,25 @@ Regularizer = Callable[[ImageState], Tensor]
 """``regularizer(state) -> new pixels``."""
 
 
+@functools.lru_cache(maxsize=64)
+def _gaussian_kernels(sigma: float, radius: int, channels: int, dtype: torch.dtype, device: torch.device) -> tuple[Tensor, Tensor]:
+    """Row and column kernels (C, 1, 1, 2r+1) and (C, 1, 2r+1, 1) of a separable Gaussian (cached:
+    the loop blurs with the same kernel every few steps; conv2d only reads them)."""
+    t = torch.arange(-radius, radius + 1, dtype=dtype, device=device)
+    kernel = torch.exp(-0.5 * (t / sigma) ** 2)
+    kernel = kernel / kernel.sum()
+    return kernel.view(1, 1, 1, -1).repeat(channels, 1, 1, 1), kernel.view(1, 1, -1, 1).repeat(channels, 1, 1, 1)
+
+
 def gaussian_blur(x: Tensor, sigma: float) -> Tensor:
     """Separable Gaussian blur of (N, C, H, W) with reflect padding (radius ⌈3σ⌉)."""
     if sigma <= 0:
         return x
     radius = max(1, min(math.ceil(3 * sigma), min(x.shape[2:]) - 1))
-    t = torch.arange(-radius, radius + 1, dtype=x.dtype, device=x.device)
-    kernel = torch.exp(-0.5 * (t / sigma) ** 2)
-    kernel = kernel / kernel.sum()
     c = x.shape[1]
+    rows, cols = _gaussian_kernels(float(sigma), radius, c, x.dtype, x.device)
     x = F.pad(x, (radius, radius, radius, radius), mode="reflect")
-    x = F.conv2d(x, kernel.view(1, 1, 1, -1).repeat(c, 1, 1, 1), groups=c)
-    return F.conv2d(x, kernel.view(1, 1, -1, 1).repeat(c, 1, 1, 1), groups=c)
+    return F.conv2d(F.conv2d(x, rows, groups=c), cols, groups=c)
 
 
 def blur_every(every: int, sigma: float) -> Regularizer:
@@ -481,7 +524,8 @@ def clip_small_contribution(percentile: float) -> Regularizer:
 def project_linf(center: Tensor, epsilon: float) -> Regularizer:
     """Project onto the L∞ ball of radius ``epsilon`` (pixel units) around ``center`` (PGD)."""
     center = center.detach()
-    return lambda s: torch.max(torch.min(s.pixels, center + epsilon), center - epsilon)
+    low, high = center - epsilon, center + epsilon
+    return lambda s: torch.clamp(s.pixels, low, high)
 
 
 # --- the loop -------------------------------------------------------------------------------
@@ -507,26 +551,15 @@ class Step:
     history: tuple[dict[str, float], ...]
 
 
-class _StopForward(Exception):
-    """Raised by a hook once every needed activation is recorded: the rest of the model is skipped."""
-
-
 def _forward(model: nn.Module, x: Tensor, layers: Sequence[str], needs_logits: bool) -> tuple[Tensor | None, dict[str, Tensor]]:
     """Run the model, recording ``layers`` in the graph; stop early when the logits are not needed."""
-    with record_activations(model, layers, keep_graph=True) as acts:
-        if needs_logits or not layers:
-            return model(x), dict(acts)
-
-        def stop(module, inputs, output):
-            if len(acts) == len(layers):
-                raise _StopForward
-
-        try:
-            with forward_hooks(model, {name: stop for name in layers}):
-                model(x)
-        except _StopForward:
-            pass
-        return None, dict(acts)
+    if not layers:
+        return model(x), {}
+    if needs_logits:
+        with record_activations(model, layers, keep_graph=True) as acts:
+            logits = model(x)
+        return logits, dict(acts)
+    return None, forward_until(model, x, layers, keep_graph=True)
 
 
 def check_steps(steps: int, limit: int = MAX_STEPS) -> int:
@@ -585,22 +618,40 @@ def optimize(
     generator = torch.Generator(device=init.device).manual_seed(int(seed))
     transform = compose(list(transforms))
     pixels = init.detach().float().clamp(0, 1).clone()
+    # constant over the run: built once, not per step (on a small model the per-step Python and
+    # tiny-tensor overhead is a large part of a step)
+    mean = torch.tensor(preprocessing.mean, dtype=torch.float64).view(1, -1, 1, 1)
+    std = torch.tensor(preprocessing.std, dtype=torch.float64).view(1, -1, 1, 1)
+    scale, shift = (1 / std).to(pixels), (-mean / std).to(pixels)
+
+    def normalize(p: Tensor) -> Tensor:
+        """``preprocessing.normalize`` as one op: (p − mean) / std = p · (1/std) − mean/std."""
+        return torch.addcmul(shift, p, scale)
+
+    layers, needs_logits, batch = objective.layers, objective.needs_logits, len(pixels)
     history: list[dict[str, float]] = []
     for k in range(1, steps + 1):
         param = pixels.detach().requires_grad_(True)
         with torch.enable_grad():
-            x = preprocessing.normalize(transform(param, generator))
-            logits, acts = _forward(model, x, objective.layers, objective.needs_logits)
-            capture = Capture(param, logits, acts, preprocessing)
+            x = normalize(transform(param, generator))
+            logits, acts = _forward(model, x, layers, needs_logits)
+            capture = Capture(param, logits, acts, preprocessing, normalize=normalize)
             score = objective(capture)
             total = score.sum()
-            if not torch.isfinite(total):
-                raise OptimizationError(
-                    f"The optimisation diverged at step {k}: the objective became {float(total.detach())}. "
-                    "Lower the step size or the regularisation weights and try again."
-                )
             (grad,) = torch.autograd.grad(total, [param])
-        if not bool(torch.isfinite(grad).all()):
+        # one read-back per step: the total score, the gradient's sum and each term's values. A NaN
+        # or Inf entry always makes the sum non-finite; a non-finite sum of finite entries (overflow)
+        # is told apart by the exact check, which only runs then.
+        terms = capture.values
+        with torch.no_grad():
+            parts = [total.view(1), grad.sum().view(1), *(v.reshape(-1) for v in terms.values())]
+            summary = torch.cat(parts).tolist()
+        if not math.isfinite(summary[0]):
+            raise OptimizationError(
+                f"The optimisation diverged at step {k}: the objective became {summary[0]}. "
+                "Lower the step size or the regularisation weights and try again."
+            )
+        if not math.isfinite(summary[1]) and not bool(torch.isfinite(grad).all()):
             raise OptimizationError(
                 f"The optimisation diverged at step {k}: the gradient contains NaN or Inf. "
                 "Lower the step size or the regularisation weights and try again."
@@ -610,8 +661,11 @@ def optimize(
             for regularize in regularizers:
                 pixels = regularize(ImageState(pixels, grad, k, preprocessing))
             pixels = pixels.clamp(0, 1)
-        losses = {"objective": float(total.detach()) / len(score)}
-        losses.update({name: float(v.detach().float().mean()) for name, v in capture.values.items()})
+        losses = {"objective": summary[0] / batch}
+        start = 2
+        for name, v in terms.items():  # batch means of the terms
+            losses[name] = math.fsum(summary[start : start + v.numel()]) / v.numel()
+            start += v.numel()
         history.append(losses)
         if k % every == 0 or k == steps:
             yield Step(k, steps, pixels.detach().clone(), losses, tuple(history))
@@ -766,11 +820,11 @@ def target_features(model: LoadedModel, x: Tensor, layers: Sequence[str]) -> dic
     """Features Φ₀ of ``layers`` for the normalised input ``x`` (no graph)."""
     for name in layers:
         get_module(model.module, name)
-    with record_activations(model.module, layers) as acts, torch.inference_mode():
-        model.module(x)
-    missing = [name for name in layers if name not in acts]
-    if missing:
-        raise ValueError(f"Layer(s) {', '.join(missing)} did not run for this model, so they cannot be inverted.")
+    try:
+        with torch.inference_mode():
+            acts = forward_until(model.module, x, layers)  # the layers after the last one never run
+    except ValueError as error:
+        raise ValueError(f"{error} It cannot be inverted; pick another layer.") from error
     return {name: acts[name].clone() for name in layers}
 
 

@@ -9,7 +9,14 @@ import pytest
 import torch
 from torchvision.models.feature_extraction import create_feature_extractor
 
-from cnnviz.hooks import forward_hooks, input_gradient, leftover_state, preserve_mode, record_activations
+from cnnviz.hooks import (
+    forward_hooks,
+    forward_until,
+    input_gradient,
+    leftover_state,
+    preserve_mode,
+    record_activations,
+)
 from cnnviz.models import load_model
 
 
@@ -168,3 +175,97 @@ def test_leftover_state_sees_every_kind_of_leak():
     model.classifier.train()
     problems = leftover_state(model, before)
     assert "modules were swapped" in problems and any("train mode" in p for p in problems)
+
+
+# --- forward_until: run the model only as far as a layer ------------------------------------
+
+
+class _MustNotRun(torch.nn.Module):
+    def forward(self, x):
+        raise AssertionError("a layer after the stop ran")
+
+
+def test_forward_until_equals_a_full_forward(small_cnn, digit_batch):
+    x, _ = digit_batch
+    layers = ["features.7", "features.1", "features.4"]  # not in execution order
+    with record_activations(small_cnn.module, layers) as full, torch.inference_mode():
+        small_cnn.module(x)
+    with torch.inference_mode():
+        early = forward_until(small_cnn.module, x, layers)
+        penultimate = forward_until(small_cnn.module, x, "classifier.1", inputs=True)["classifier.1"]
+    assert list(early) == layers
+    for name in layers:
+        assert torch.equal(early[name], full[name]), name
+    with torch.inference_mode():
+        assert torch.equal(penultimate, small_cnn.module.features(x).flatten(1))
+    assert leftover_state(small_cnn.module) == []
+
+
+def test_forward_until_skips_the_layers_after_the_stop(small_cnn, digit_batch):
+    x, _ = digit_batch
+    calls = []
+    with forward_hooks(small_cnn.module, {"features.8": lambda *a: calls.append(1)}), torch.inference_mode():
+        forward_until(small_cnn.module, x, ["features.2", "features.4"])
+        assert calls == []
+        forward_until(small_cnn.module, x, "features.9")
+        assert calls == [1]
+    # a model that raises after the layer, and a fixed-size linear head that would fail at 48×48
+    model = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3), torch.nn.ReLU(), _MustNotRun()).eval()
+    out = forward_until(model, torch.randn(1, 1, 8, 8), "1")["1"]
+    assert out.shape == (1, 2, 6, 6) and (out >= 0).all()
+    big = forward_until(small_cnn.module, torch.zeros(1, 1, 48, 48), "features.9")["features.9"]
+    assert big.shape == (1, 32, 12, 12)
+    assert leftover_state(model) == [] and leftover_state(small_cnn.module) == []
+
+
+def test_forward_until_a_module_called_twice_stops_at_its_first_call():
+    relu = torch.nn.ReLU()
+
+    class Twice(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.relu, self.after = relu, torch.nn.Identity()
+
+        def forward(self, x):
+            return self.after(self.relu(self.relu(x) - 1))
+
+    model = Twice().eval()
+    x = torch.tensor([[0.5, 2.0, 3.0]])
+    assert torch.equal(forward_until(model, x, "relu")["relu"], torch.relu(x))  # first call
+    both = forward_until(model, x, ["relu", "after"])
+    assert torch.equal(both["relu"], torch.relu(torch.relu(x) - 1))  # last call before the stop
+    assert leftover_state(model) == []
+
+
+def test_forward_until_cleans_up_and_explains_errors(small_cnn, digit_batch):
+    x, _ = digit_batch
+    before = list(small_cnn.module.modules())
+    unused = torch.nn.ModuleDict({"used": torch.nn.Identity(), "spare": torch.nn.ReLU()}).eval()
+    unused.forward = lambda x: unused["used"](x)  # "spare" is registered but never called
+    with pytest.raises(ValueError, match="'spare' did not run"):
+        forward_until(unused, x, ["used", "spare"])
+    with pytest.raises(KeyError, match="no layer called 'nope'"):
+        forward_until(small_cnn.module, x, ["features.1", "nope"])
+    with pytest.raises(ValueError, match="at least one layer"):
+        forward_until(small_cnn.module, x, [])
+    with pytest.raises(RuntimeError):  # the model itself fails (3 channels) before the layer
+        forward_until(small_cnn.module, torch.zeros(1, 3, 32, 32), "features.4")
+    tuple_out = torch.nn.LSTM(4, 3, batch_first=True)
+    with pytest.raises(ValueError, match="not a tensor"):
+        forward_until(torch.nn.Sequential(tuple_out), torch.zeros(1, 2, 4), "0")
+    assert leftover_state(small_cnn.module, before) == [] and leftover_state(unused) == []
+
+
+def test_forward_until_keep_graph_gives_gradients(small_cnn, digit_batch):
+    x, _ = digit_batch
+    xg = x.clone().requires_grad_(True)
+    acts = forward_until(small_cnn.module, xg, ["features.1", "features.4"], keep_graph=True)
+    (to_input,) = torch.autograd.grad(acts["features.4"][:, 3].sum(), xg, retain_graph=True)
+    (to_layer,) = torch.autograd.grad(acts["features.4"][:, 3].sum(), acts["features.1"])
+    xe = x.clone().requires_grad_(True)
+    (expected,) = torch.autograd.grad(small_cnn.module.features[:5](xe)[:, 3].sum(), xe)
+    assert torch.allclose(to_input, expected, atol=1e-6)
+    a = acts["features.1"].detach().requires_grad_(True)
+    (expected_layer,) = torch.autograd.grad(small_cnn.module.features[2:5](a)[:, 3].sum(), a)
+    assert torch.allclose(to_layer, expected_layer, atol=1e-6)
+    assert leftover_state(small_cnn.module) == []
