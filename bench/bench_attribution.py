@@ -81,7 +81,7 @@ def occlusion_rows(label: str, model: torch.nn.Module, x: torch.Tensor, window: 
     t = median_times(jobs, repeats, ratio_to="captum1")
     n = len(A.occlusion_positions(tuple(x.shape[-2:]), (window, window), (stride, stride)))
     ref = t["captum1"]
-    fast_name = "bf16 autocast" if A.bf16_supported() else "fp32 (no native bf16)"
+    fast_name = "bf16 copy, batch norms folded" if A.bf16_supported() else "fp32 (no native bf16)"
     return [
         (f"{label}: Captum Occlusion, perturbations_per_eval=1 ({n} windows {window}/{stride})", ref, "1.00 (reference)",
          f"max abs diff to cnnviz exact {float((captum_map - exact).abs().max()):.1e}"),

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from cnnviz import attribution as A
-from cnnviz.hooks import get_module, leftover_state
+from cnnviz.hooks import HOOK_DICTS, get_module, leftover_state, record_activations
 from cnnviz.models import load_model
 
 captum_attr = pytest.importorskip("captum.attr")
@@ -375,3 +375,20 @@ def test_signed_image_puts_zero_at_mid_gray():
     assert pixels.shape == (4, 4)
     assert (pixels[0, 0], pixels[1, 1], pixels[3, 3]) == (255, 64, 128)
     assert np.asarray(signed_image(torch.randn(3, 5, 6))).shape == (5, 6, 3)
+
+
+def test_fast_occlusion_copy_is_private_cached_and_close_to_float32():
+    from cnnviz.attribution import bf16_inference_copy
+
+    model = load_model("resnet18", pretrained=False).module
+    before = list(model.modules())
+    with record_activations(model, ["layer1"]):  # a hook present while the copy is made is not copied
+        fast = bf16_inference_copy(model)
+    assert bf16_inference_copy(model) is fast
+    assert not any(getattr(m, attr) for m in fast.modules() for attr in HOOK_DICTS)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in fast.modules())  # folded into the convs
+    assert leftover_state(model, before) == [] and model.conv1.weight.dtype == torch.float32
+    x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    with torch.inference_mode():
+        exact, approx = model(x), fast(x.to(torch.bfloat16).contiguous(memory_format=torch.channels_last)).float()
+    assert np.corrcoef(exact.flatten().numpy(), approx.flatten().numpy())[0, 1] > 0.999
