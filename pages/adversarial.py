@@ -92,9 +92,9 @@ def show(step, live):
         st.caption("Random weights: the predictions are not meaningful, but the attack works the same way.")
     c1, c2, c3 = st.columns(3)
     with c1:
-        predictions_chart(result.before[0], f"Original: top-5 ({model.label})", "adv_before")
+        predictions_chart(result.before[0], "Original: top-5", "adv_before")
     with c2:
-        predictions_chart(result.after[0], f"Adversarial: top-5 ({model.label})", "adv_after")
+        predictions_chart(result.after[0], "Adversarial: top-5", "adv_after")
     with c3:
         fig = optimization.loss_figure(step.history, {"cross-entropy to the label": "cross-entropy"}, "Loss curve")
         st.plotly_chart(fig, width="stretch", key="adv_curve")
