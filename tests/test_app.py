@@ -14,7 +14,13 @@ PAGE_FILES = re.findall(r'st\.Page\("(pages/[\w]+\.py)"', (ROOT / "app.py").read
 
 
 def new_app(**state) -> AppTest:
-    """A fresh AppTest; sidebar choices are set through session state before the first run."""
+    """A fresh AppTest; sidebar choices are set through session state before the first run.
+
+    AppTest resets Streamlit's "is there a pages/ folder" flag before every run, so from its second
+    run on it treats the app as an old-style multipage app and drops the sidebar's elements from its
+    tree (the script still runs). Hence one fresh AppTest per scenario, choices set up front; the
+    real server is covered by the browser tests (tests/test_browser_*.py).
+    """
     at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=180)
     for key, value in state.items():
         at.session_state[key] = value
