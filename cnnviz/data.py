@@ -342,7 +342,7 @@ def torchvision_dataset(
     """
     import torchvision.datasets as tvd
 
-    from .models import _can_reach
+    from .models import can_reach
 
     if name not in TORCHVISION_DATASETS:
         raise ValueError(f"Unknown dataset {name!r}. Available: {', '.join(TORCHVISION_DATASETS)}.")
@@ -354,7 +354,7 @@ def torchvision_dataset(
         data = cls(str(root), train=train, download=False)
     except RuntimeError:
         urls = _dataset_urls(cls)
-        if not any(_can_reach(url, timeout=2.0) for url in urls):
+        if not any(can_reach(url, timeout=2.0) for url in urls):
             raise ValueError(
                 f"{name} is not in {root} and cannot be downloaded: no network (tried "
                 f"{', '.join(sorted({u.split('/')[2] for u in urls}))}). Use the digits, the sample photos or "

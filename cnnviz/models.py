@@ -102,7 +102,8 @@ def pretrained_available(name: str) -> bool:
     return name == SMALL_CNN or cached_weights_path(name).is_file()
 
 
-def _can_reach(url: str, timeout: float = 3.0) -> bool:
+def can_reach(url: str, timeout: float = 3.0) -> bool:
+    """True if a TCP connection to the URL's host and port opens within ``timeout`` seconds."""
     parsed = urllib.parse.urlparse(url)
     host, port = parsed.hostname or "", parsed.port or (80 if parsed.scheme == "http" else 443)
     try:
@@ -196,7 +197,7 @@ def load_model(
         return _finish(name, module, pre, classes, weights_label, True)
     if not pretrained:
         return _finish(name, _build(name), pre, classes, "random weights", False)
-    if not pretrained_available(name) and not _can_reach(weights.url):
+    if not pretrained_available(name) and not can_reach(weights.url):
         raise WeightsUnavailable(_missing_weights_message(name))
     try:
         module = torchvision.models.get_model(name, weights=weights)
@@ -222,7 +223,7 @@ def fetch(names: list[str], progress: bool = True) -> list[Path]:
         if name == SMALL_CNN:
             continue
         weights = _weights_enum(name)
-        if not pretrained_available(name) and not _can_reach(weights.url):
+        if not pretrained_available(name) and not can_reach(weights.url):
             raise WeightsUnavailable(
                 f"Cannot reach {urllib.parse.urlparse(weights.url).hostname} to download {name}: no network. "
                 f"Run this on a connected machine, then copy {cached_weights_path(name).name} "

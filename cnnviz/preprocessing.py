@@ -7,6 +7,7 @@ the checkpoint's metadata for the small CNN), never from hand-typed constants.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 import torch
@@ -14,6 +15,8 @@ import torchvision.transforms.functional as TF
 from PIL import Image
 from torch import Tensor
 from torchvision.transforms import InterpolationMode
+
+from .display import pixels_to_array
 
 
 @dataclass(frozen=True)
@@ -70,17 +73,22 @@ class Preprocessing:
                 image = Image.eval(image, lambda v: 255 - v)
         return image
 
+    @cached_property
+    def _affine(self) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """(1/std, -mean/std, std, mean) as (1, C, 1, 1) float32, built once per pipeline."""
+        mean = torch.tensor(self.mean, dtype=torch.float64).view(1, -1, 1, 1)
+        std = torch.tensor(self.std, dtype=torch.float64).view(1, -1, 1, 1)
+        return tuple(t.float() for t in (1 / std, -mean / std, std, mean))  # type: ignore[return-value]
+
     def normalize(self, x: Tensor) -> Tensor:
-        """(N, C, H, W) in [0, 1] -> normalised model input."""
-        mean = torch.tensor(self.mean, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
-        std = torch.tensor(self.std, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
-        return (x - mean) / std
+        """(N, C, H, W) in [0, 1] -> normalised model input, (x - mean) / std as one op."""
+        scale, shift, _, _ = self._affine
+        return torch.addcmul(shift.to(x), x, scale.to(x))
 
     def denormalize(self, x: Tensor) -> Tensor:
         """Normalised (N, C, H, W) -> pixel values in [0, 1] (not clipped)."""
-        mean = torch.tensor(self.mean, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
-        std = torch.tensor(self.std, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
-        return x * std + mean
+        _, _, std, mean = self._affine
+        return torch.addcmul(mean.to(x), x, std.to(x))
 
     def __call__(self, image: Image.Image) -> Tensor:
         """RGB PIL image -> normalised input batch of one, (1, C, H, W) float32."""
@@ -89,9 +97,7 @@ class Preprocessing:
 
     def to_pil(self, x: Tensor) -> Image.Image:
         """First image of a normalised batch (N, C, H, W) -> PIL image (L or RGB)."""
-        pixels = self.denormalize(x[:1].detach().float().cpu()).clamp(0, 1)[0]
-        array = (pixels.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
-        return Image.fromarray(array[..., 0] if array.shape[-1] == 1 else array)
+        return Image.fromarray(pixels_to_array(self.denormalize(x[:1].detach().float().cpu())))
 
 
 def _border_mean(image: Image.Image) -> float:

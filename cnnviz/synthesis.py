@@ -618,15 +618,7 @@ def optimize(
     generator = torch.Generator(device=init.device).manual_seed(int(seed))
     transform = compose(list(transforms))
     pixels = init.detach().float().clamp(0, 1).clone()
-    # constant over the run: built once, not per step (on a small model the per-step Python and
-    # tiny-tensor overhead is a large part of a step)
-    mean = torch.tensor(preprocessing.mean, dtype=torch.float64).view(1, -1, 1, 1)
-    std = torch.tensor(preprocessing.std, dtype=torch.float64).view(1, -1, 1, 1)
-    scale, shift = (1 / std).to(pixels), (-mean / std).to(pixels)
-
-    def normalize(p: Tensor) -> Tensor:
-        """``preprocessing.normalize`` as one op: (p − mean) / std = p · (1/std) − mean/std."""
-        return torch.addcmul(shift, p, scale)
+    normalize = preprocessing.normalize  # (p - mean) / std as one op, constants built once per pipeline
 
     layers, needs_logits, batch = objective.layers, objective.needs_logits, len(pixels)
     history: list[dict[str, float]] = []

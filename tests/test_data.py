@@ -170,7 +170,7 @@ def test_torchvision_mnist_from_cache_offline(tmp_path, monkeypatch):
     for split, n in (("train", 3), ("t10k", 5)):
         (raw / f"{split}-images-idx3-ubyte").write_bytes(_idx_images(n))
         (raw / f"{split}-labels-idx1-ubyte").write_bytes(_idx_labels(list(range(n))))
-    monkeypatch.setattr("cnnviz.models._can_reach", lambda *a, **k: pytest.fail("must not touch the network"))
+    monkeypatch.setattr("cnnviz.models.can_reach", lambda *a, **k: pytest.fail("must not touch the network"))
     dataset = torchvision_dataset("MNIST", root=tmp_path, limit=None)
     assert len(dataset) == 5 and dataset.labels.tolist() == [0, 1, 2, 3, 4]
     assert dataset.images[1].size == (28, 28) and dataset.images[1].mode == "RGB"
@@ -178,7 +178,7 @@ def test_torchvision_mnist_from_cache_offline(tmp_path, monkeypatch):
 
 
 def test_torchvision_offline_fails_fast(tmp_path, monkeypatch):
-    monkeypatch.setattr("cnnviz.models._can_reach", lambda url, timeout=3.0: False)
+    monkeypatch.setattr("cnnviz.models.can_reach", lambda url, timeout=3.0: False)
     start = time.perf_counter()
     with pytest.raises(ValueError, match="no network"):
         torchvision_dataset("CIFAR-10", root=tmp_path)
@@ -188,10 +188,10 @@ def test_torchvision_offline_fails_fast(tmp_path, monkeypatch):
         torchvision_dataset("ImageNet", root=tmp_path)
 
 
-def test_can_reach_really_fails_fast_here():
-    from cnnviz.models import _can_reach
+def testcan_reach_really_fails_fast_here():
+    from cnnviz.models import can_reach
 
     start = time.perf_counter()
-    reachable = _can_reach("https://www.cs.toronto.edu/x", timeout=2.0)
+    reachable = can_reach("https://www.cs.toronto.edu/x", timeout=2.0)
     assert time.perf_counter() - start < 6
     assert isinstance(reachable, bool)
