@@ -19,6 +19,7 @@ from . import display
 from .data import ImageDataset
 from .hooks import forward_hooks, forward_until, get_module, record_activations
 from .layers import layer_names, layer_table
+from .layers import spatial_layers as spatial_layers_of_table
 from .models import LoadedModel
 
 __all__ = [
@@ -74,7 +75,7 @@ def feature_maps(model: nn.Module, x: Tensor, layers: str | Sequence[str]) -> di
 
 def spatial_layers(model: LoadedModel) -> list[str]:
     """Layers whose output is a stack of feature maps (N, C, H, W), in definition order."""
-    return [row.name for row in layer_table(model.module, model.input_size) if row.output_shape and len(row.output_shape) == 4]
+    return list(spatial_layers_of_table(layer_table(model.module, model.input_size)))
 
 
 def channel_stats(activation: Tensor) -> dict[str, np.ndarray]:

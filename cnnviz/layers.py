@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Sequence
 
 import torch
 from torch import Tensor, nn
@@ -62,3 +63,17 @@ def layer_table(model: nn.Module, input_size: tuple[int, int, int]) -> list[Laye
         )
         for name in names
     ]
+
+
+def spatial_layers(rows: Sequence[LayerRow], containers: bool = True) -> dict[str, int]:
+    """Layers whose output is a stack of feature maps (N, C, H, W), in order: name -> channels.
+
+    Args:
+        rows: a ``layer_table``.
+        containers: keep ``Sequential`` containers (their output is their last child's).
+    """
+    return {
+        row.name: row.output_shape[1]
+        for row in rows
+        if row.output_shape and len(row.output_shape) == 4 and (containers or row.type != "Sequential")
+    }

@@ -8,7 +8,7 @@ import streamlit as st
 import ui
 import ui.datasets
 from cnnviz import display
-from cnnviz.features import channel_maxima, channel_stats, dead_channels, feature_map_grid, feature_maps, spatial_layers
+from cnnviz.features import channel_maxima, channel_stats, dead_channels, feature_map_grid, feature_maps
 
 st.title("Activations")
 ui.explainer(
@@ -25,7 +25,7 @@ ui.explainer(
 
 ctx = ui.context()
 model = ctx.model
-layers = ui.run_or_explain(spatial_layers, model)
+layers = list(ui.spatial_layers(ctx))
 default = next((i for i, n in enumerate(layers) if "relu" in type(dict(model.module.named_modules())[n]).__name__.lower()), 0)
 c1, c2 = st.columns([2, 1])
 layer = c1.selectbox("Layer", layers, index=default, key="activations_layer")

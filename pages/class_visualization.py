@@ -26,8 +26,7 @@ ui.explainer(
 
 ctx = ui.context()
 model = ctx.model
-rows = ui.cached_layer_table(ctx.model_key, model)
-spatial = optimization.spatial_layers(rows)
+spatial = ui.spatial_layers(ctx, containers=False)
 small = model.input_size[1] < 64
 
 mode = st.radio("Maximise", ["A class", "A channel or unit of a layer"], horizontal=True, key="cv_mode")

@@ -7,7 +7,7 @@ import streamlit as st
 
 import ui
 import ui.datasets
-from cnnviz.features import embed_2d, extract_features, nearest_neighbors, penultimate_layer, pixel_vectors, spatial_layers
+from cnnviz.features import embed_2d, extract_features, nearest_neighbors, penultimate_layer, pixel_vectors
 
 st.title("Embeddings")
 ui.explainer(
@@ -35,9 +35,9 @@ if len(dataset) < 5:
 
 try:
     penultimate = penultimate_layer(model.module)
-    options = [PENULTIMATE, *spatial_layers(model)]
+    options = [PENULTIMATE, *ui.spatial_layers(ctx)]
 except ValueError:
-    penultimate, options = None, spatial_layers(model)
+    penultimate, options = None, list(ui.spatial_layers(ctx))
 c1, c2, c3, c4 = st.columns([2, 1, 1, 1])
 choice = c1.selectbox("Layer", options, key="embeddings_layer",
                       format_func=lambda n: f"penultimate (input of {penultimate})" if n == PENULTIMATE else f"{n} (averaged over positions)")

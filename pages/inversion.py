@@ -24,8 +24,7 @@ ui.explainer(
 
 ctx = ui.context()
 model = ctx.model
-rows = ui.cached_layer_table(ctx.model_key, model)
-spatial = list(optimization.spatial_layers(rows))
+spatial = list(ui.spatial_layers(ctx, containers=False))
 small = model.input_size[1] < 64
 
 c1, c2, c3, c4, c5 = st.columns(5)

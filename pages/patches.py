@@ -10,8 +10,7 @@ import ui
 import ui.datasets
 from cnnviz.attribution import guided_backprop_units
 from cnnviz.display import signed_image
-from cnnviz.features import (channel_maxima, crop_patch, dead_channels, maximally_activating_patches, receptive_field,
-                             spatial_layers)
+from cnnviz.features import channel_maxima, crop_patch, dead_channels, maximally_activating_patches, receptive_field
 from cnnviz.models import SMALL_CNN
 
 st.title("Maximally activating patches")
@@ -38,7 +37,7 @@ ui.explainer(
 ctx = ui.context()
 model = ctx.model
 dataset, dataset_key = ui.datasets.choose_dataset(model.name, "patches", big_model_limit=8)
-layers = ui.run_or_explain(spatial_layers, model)
+layers = list(ui.spatial_layers(ctx))
 default = len(layers) - 1 if model.name == "small_cnn" else len(layers) // 2
 c1, c2, c3 = st.columns([2, 1, 1])
 layer = c1.selectbox("Layer", layers, index=default, key="patches_layer")

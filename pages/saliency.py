@@ -83,7 +83,7 @@ def labelled(image: Image.Image, text: str, size: int = 224) -> np.ndarray:
 # ---------------------------------------------------------------- parameters
 classes = list(range(len(model.class_names)))
 predicted = A.top_class(model.module, ctx.x)
-spatial_rows = [r["layer"] for r in ui.cached_layer_table(ctx.model_key, model) if r["output shape"].count("×") == 2]
+spatial_rows = list(ui.spatial_layers(ctx))
 default_layer = A.default_cam_layer(model.module, ctx.x)
 big = height >= 128
 
@@ -220,8 +220,7 @@ st.caption("Which pixels make one channel of an inner layer fire: guided backpro
 f1, f2 = st.columns([2, 1])
 feature_layer = f1.selectbox("Layer", spatial_rows or [default_layer], key=f"saliency_feature_layer_{ctx.model_key}",
                              index=max(0, (spatial_rows or [default_layer]).index(default_layer) // 2))
-row = next((r for r in ui.cached_layer_table(ctx.model_key, model) if r["layer"] == feature_layer), None)
-channels = int(row["output shape"].split(" × ")[0]) if row and row["output shape"][0].isdigit() else 1
+channels = ui.spatial_layers(ctx).get(feature_layer, 1)
 channel = int(f2.number_input("Channel", 0, max(0, channels - 1), 0, key=f"saliency_feature_channel_{ctx.model_key}"))
 gradient = ui.cached(
     ("channel", ctx.model_key, ctx.image_key, feature_layer, channel),

@@ -15,7 +15,8 @@ from PIL import Image
 from torch import Tensor
 
 from cnnviz.images import ImageError, load_image
-from cnnviz.layers import layer_table
+from cnnviz import layers
+from cnnviz.layers import LayerRow, layer_table
 from cnnviz.models import (
     MODEL_NAMES,
     SMALL_CNN,
@@ -69,8 +70,13 @@ def cached_model(name: str, weights: str, digest: str = "", _state_bytes: bytes 
 
 
 @st.cache_data(show_spinner=False, max_entries=16)
-def cached_layer_table(model_key: str, _model: LoadedModel) -> list[dict]:
-    """The layer table of a model, computed once per model."""
+def cached_layer_rows(model_key: str, _model: LoadedModel) -> list[LayerRow]:
+    """The layer table of a model (one forward pass), computed once per model."""
+    return layer_table(_model.module, _model.input_size)
+
+
+def cached_layer_table(model_key: str, model: LoadedModel) -> list[dict]:
+    """The layer table as rows for ``st.dataframe``."""
     return [
         {
             "layer": row.name,
@@ -78,8 +84,13 @@ def cached_layer_table(model_key: str, _model: LoadedModel) -> list[dict]:
             "output shape": " × ".join(map(str, row.output_shape[1:])) if row.output_shape else "not called",
             "parameters": row.parameters,
         }
-        for row in layer_table(_model.module, _model.input_size)
+        for row in cached_layer_rows(model_key, model)
     ]
+
+
+def spatial_layers(ctx: "Context", containers: bool = True) -> dict[str, int]:
+    """The current model's layers that output feature maps, in order: name -> channels."""
+    return layers.spatial_layers(cached_layer_rows(ctx.model_key, ctx.model), containers)
 
 
 @st.cache_resource(show_spinner=False)

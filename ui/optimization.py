@@ -144,13 +144,3 @@ def downloads(key: str, prefix: str, params: dict, pixels, extra: dict) -> None:
         "Parameters (JSON)", sidecar, file_name=f"{stem}.json", mime="application/json", key=f"{key}_json",
         icon=":material/data_object:",
     )
-
-
-def spatial_layers(rows: list[dict]) -> dict[str, int]:
-    """Layers of a layer table whose output is a stack of maps (C × H × W), in order: name -> number
-    of channels. ``Sequential`` containers are left out: their output is their last child's."""
-    return {
-        r["layer"]: int(r["output shape"].split(" × ")[0])
-        for r in rows
-        if r["output shape"].count("×") == 2 and r["type"] != "Sequential"
-    }
