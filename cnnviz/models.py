@@ -29,6 +29,7 @@ from safetensors.torch import load as load_safetensors_bytes
 from torch import Tensor, nn
 
 from .preprocessing import Preprocessing
+from .randomness import seeded
 from .small_cnn import CHECKPOINT, CLASS_NAMES, SmallCNN, digits_preprocessing
 
 SMALL_CNN = "small_cnn"
@@ -124,14 +125,12 @@ def _missing_weights_message(name: str) -> str:
 
 
 def _build(name: str) -> nn.Module:
-    """The architecture with seeded random weights (the global RNG is left untouched)."""
-    if name == SMALL_CNN:
-        return SmallCNN()
-    if name not in ZOO:
+    """The architecture with random weights seeded 0, drawn from a private generator: the global
+    RNG is neither read nor seeded, so models built at once in several threads do not race."""
+    if name != SMALL_CNN and name not in ZOO:
         raise KeyError(f"Unknown model {name!r}. Available: {', '.join(MODEL_NAMES)}.")
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
-        return torchvision.models.get_model(name, weights=None, **ZOO[name])
+    with seeded(0):
+        return SmallCNN() if name == SMALL_CNN else torchvision.models.get_model(name, weights=None, **ZOO[name])
 
 
 def _finish(name: str, module: nn.Module, pre: Preprocessing, classes, weights: str, pretrained: bool) -> LoadedModel:
