@@ -18,11 +18,8 @@ Every method works on a shared model without leaving anything on it:
 
 from __future__ import annotations
 
-import copy
 import math
-import threading
 import time
-import weakref
 from dataclasses import dataclass, field
 from typing import Callable, Literal, Sequence
 
@@ -33,7 +30,8 @@ from torch import Tensor, nn
 from torch.overrides import TorchFunctionMode
 
 from .display import channel_max_abs, rank_correlation
-from .hooks import HOOK_DICTS, get_module, input_gradient, record_activations
+from .folding import bf16_inference_copy, bf16_supported, private_copy  # noqa: F401 (part of this module's API)
+from .hooks import get_module, input_gradient, record_activations
 
 Target = int | Tensor
 Progress = Callable[[float], None]
@@ -403,42 +401,6 @@ def _pair(value: int | Sequence[int], what: str) -> tuple[int, int]:
     return pair  # type: ignore[return-value]
 
 
-def bf16_supported() -> bool:
-    """True when this CPU runs bfloat16 matrix products natively (AVX512-BF16 / AMX)."""
-    try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):
-        return False
-
-
-_INFERENCE_COPIES: "weakref.WeakKeyDictionary[nn.Module, nn.Module]" = weakref.WeakKeyDictionary()
-_INFERENCE_COPIES_LOCK = threading.Lock()
-
-
-def bf16_inference_copy(model: nn.Module) -> nn.Module:
-    """A private copy of ``model`` for fast many-image inference: batch norms folded into the
-    convolutions before them (where torch.fx can trace the model), bfloat16 weights, channels-last.
-
-    Built once per model and kept while the model lives; the shared model itself is never changed.
-    Its outputs differ from the float32 model's by bfloat16 rounding only.
-    """
-    with _INFERENCE_COPIES_LOCK:
-        fast = _INFERENCE_COPIES.get(model)
-        if fast is None:
-            fast = private_copy(model)
-            try:
-                from torch.fx.experimental.optimization import fuse
-
-                fast = fuse(fast)
-            except Exception:  # not traceable (data-dependent control flow): keep the batch norms
-                pass
-            fast = fast.to(torch.bfloat16).to(memory_format=torch.channels_last)
-            for param in fast.parameters():
-                param.requires_grad_(False)
-            _INFERENCE_COPIES[model] = fast
-    return fast
-
-
 def occlusion_positions(size: tuple[int, int], window: tuple[int, int], stride: tuple[int, int]) -> list[tuple[int, int]]:
     """Top-left corners of the sliding window, row by row (as Captum's Occlusion places them)."""
     (h, w), (wh, ww), (sh, sw) = size, window, stride
@@ -498,7 +460,7 @@ def occlusion(
     fill = fill.expand(c, h, w) if fill.dim() <= 3 else fill
     targets = target_indices(target, n)
 
-    network, dtype = (bf16_inference_copy(model), torch.bfloat16) if use_bf16 else (model, x.dtype)
+    network, dtype = (bf16_inference_copy(model, example=x[:1]), torch.bfloat16) if use_bf16 else (model, x.dtype)
 
     def scores(batch: Tensor, t: int) -> Tensor:
         output = network(batch.to(dtype)).float()
@@ -745,15 +707,6 @@ def _randomize(module: nn.Module, generator: torch.Generator) -> None:
     if getattr(module, "bias", None) is not None:
         bound = 1.0 / math.sqrt(fan_in)
         module.bias.copy_((torch.rand(module.bias.shape, generator=generator, dtype=weight.dtype) * 2 - 1) * bound)
-
-
-def private_copy(model: nn.Module) -> nn.Module:
-    """A deep copy of a model to modify freely (no hooks carried over, eval mode)."""
-    clone = copy.deepcopy(model)
-    for module in clone.modules():
-        for attr in HOOK_DICTS:
-            getattr(module, attr, {}).clear()
-    return clone.eval()
 
 
 def randomization_sanity_check(
