@@ -97,7 +97,7 @@ def test_bundled_small_cnn_held_out_accuracy():
     with torch.inference_mode():
         accuracy = (model.module(x).argmax(1).numpy() == labels[test_idx]).mean()
     assert accuracy >= 0.98, accuracy
-    assert model.pretrained and model.label == "small_cnn · trained on digits"
+    assert model.pretrained and model.label == "small_cnn · trained on MNIST"
 
 
 def test_missing_pretrained_weights_fail_fast_with_a_clear_message(empty_hub):
