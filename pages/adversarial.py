@@ -27,6 +27,7 @@ ui.explainer(
 )
 
 ctx = ui.context()
+ui.require_classes(ctx, "class scores to attack")
 model = ctx.model
 small = model.input_size[0] == 1
 
