@@ -63,10 +63,31 @@ class SmallCNN(nn.Module):
         return self.classifier(self.features(x))
 
 
-def digit_image(values: np.ndarray, size: int = DIGITS_SIZE) -> Image.Image:
-    """One scikit-learn digit (8×8, values 0..16, ink high) as a light-on-dark RGB image."""
-    gray = Image.fromarray((np.asarray(values, dtype=np.float64).reshape(8, 8) * (255 / 16)).round().astype(np.uint8))
-    return gray.resize((size, size), Image.Resampling.BILINEAR).convert("RGB")
+def digit_image(values: np.ndarray, size: int = MNIST_SIZE, box: int = 20) -> Image.Image:
+    """One scikit-learn digit (8×8, values 0..16, ink high) framed as MNIST frames its digits.
+
+    As for MNIST (LeCun et al., 1998): the ink's bounding box is scaled (bicubic) so its longer side
+    is ``box`` pixels, and the digit is centred by its centre of mass in a ``size``×``size`` frame.
+
+    Returns:
+        A light-on-dark RGB image, ``size``×``size``.
+    """
+    from scipy import ndimage
+
+    ink = np.asarray(values, dtype=np.float64).reshape(8, 8) / 16
+    rows, cols = np.nonzero(ink > 0)
+    if len(rows):
+        ink = ink[rows.min() : rows.max() + 1, cols.min() : cols.max() + 1]
+    scale = box / max(ink.shape)
+    h, w = max(1, round(ink.shape[0] * scale)), max(1, round(ink.shape[1] * scale))
+    scaled = Image.fromarray((ink * 255).round().astype(np.uint8)).resize((w, h), Image.Resampling.BICUBIC)
+    frame = np.zeros((size, size))
+    top, left = (size - h) // 2, (size - w) // 2
+    frame[top : top + h, left : left + w] = np.asarray(scaled)
+    if frame.sum() > 0:
+        cy, cx = ndimage.center_of_mass(frame)
+        frame = ndimage.shift(frame, ((size - 1) / 2 - cy, (size - 1) / 2 - cx), order=1, mode="constant")
+    return Image.fromarray(np.clip(frame, 0, 255).round().astype(np.uint8)).convert("RGB")
 
 
 @lru_cache(maxsize=1)
@@ -78,7 +99,7 @@ def _digits() -> tuple[tuple[Image.Image, ...], np.ndarray]:
 
 
 def load_digits_images() -> tuple[list[Image.Image], np.ndarray]:
-    """All 1,797 scikit-learn digits as 32×32 images, with their labels (N,)."""
+    """All 1,797 scikit-learn digits as 28×28 images framed like MNIST (``digit_image``), with their labels (N,)."""
     images, labels = _digits()
     return list(images), labels.copy()
 

@@ -30,14 +30,14 @@ def small_cnn():
 
 @pytest.fixture(scope="session")
 def digit_batch(small_cnn):
-    """The first eight held-out MNIST digits (N=8, 1, 32, 32) and their labels (8,)."""
+    """Eight held-out MNIST digits, a seeded sample (N=8, 1, 32, 32), and their labels (8,)."""
     import numpy as np
 
     from cnnviz.data import mnist_dataset
 
-    held_out = mnist_dataset("test")
-    x = torch.cat([small_cnn.preprocessing(held_out.images[i]) for i in range(8)])
-    return x, torch.from_numpy(np.asarray(held_out.labels[:8]))
+    held_out = mnist_dataset("test", limit=8, seed=0)
+    x = torch.cat([small_cnn.preprocessing(image) for image in held_out.images])
+    return x, torch.from_numpy(np.asarray(held_out.labels))
 
 
 def _free_port() -> int:
