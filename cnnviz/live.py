@@ -192,47 +192,58 @@ def process_frame(
     module_check(net, layer)
     frame = cap_frame(image)
     x = model.preprocessing(frame)
-    if overlay == "grad_cam":
-        cam_layer = cam_layer or default_cam_layer(net, x)
+    cam_layer = (cam_layer or default_cam_layer(net, x)) if overlay == "grad_cam" else ""
+    if cam_layer:
         module_check(net, cam_layer)
-    else:
-        cam_layer = ""
     inputs = x.detach().requires_grad_(overlay != "none")
     with torch.enable_grad() if overlay != "none" else torch.inference_mode():
-        with record_activations(net, [layer]) as maps, record_activations(net, [cam_layer] if cam_layer else [],
-                                                                          keep_graph=True) as cams:
+        with record_activations(net, [layer]) as maps, \
+                record_activations(net, [cam_layer] if cam_layer else [], keep_graph=True) as cams:
             logits = net(inputs)
-        if layer not in maps or (cam_layer and cam_layer not in cams):
-            missing = layer if layer not in maps else cam_layer
-            raise ValueError(f"The layer {missing!r} did not run in the forward pass.")
-        activation = maps[layer][0]
-        if activation.dim() != 3:
-            raise ValueError(f"The layer {layer!r} gives {tuple(maps[layer].shape)}, not feature maps "
-                             "(N, C, h, w). Pick a convolutional layer.")
-        if not 0 <= channel < activation.shape[0]:
-            raise ValueError(f"The layer {layer!r} has {activation.shape[0]} channels; pick one from 0 to "
-                             f"{activation.shape[0] - 1}.")
+        activation = _feature_maps(maps, layer, channel)
         probs = torch.softmax(logits.detach().float(), dim=1)[0]
         top = probs.topk(min(k, probs.numel()))
         target = int(top.indices[0]) if target is None else int(target)
         if not 0 <= target < logits.shape[1]:
             raise ValueError(f"The target class must be between 0 and {logits.shape[1] - 1}.")
-        heat = torch.zeros(x.shape[-2:])
-        if overlay == "grad_cam":
-            cam_activation = cams[cam_layer]
-            if cam_activation.dim() != 4:
-                raise ValueError(f"Grad-CAM needs a layer with a spatial output (N, C, h, w); {cam_layer!r} gives "
-                                 f"{tuple(cam_activation.shape)}. Pick a convolutional layer.")
-            (gradient,) = torch.autograd.grad(logits[0, target], cam_activation)
-            heat = cam_from_gradient(cam_activation.detach(), gradient, tuple(x.shape[-2:]))[0]
-        elif overlay == "vanilla_gradient":
-            (gradient,) = torch.autograd.grad(logits[0, target], inputs)
-            heat = display.channel_max_abs(gradient)[0]
+        heat = _saliency(logits[0, target], overlay, inputs, cams.get(cam_layer), cam_layer)
     predictions = [(model.class_names[i], float(p)) for p, i in zip(top.values.tolist(), top.indices.tolist())]
     box = model_box(frame.size, model.preprocessing)
     composite = draw_overlay(frame, heat if overlay != "none" else None, box, alpha) if draw else None
-    return FrameResult(frame, predictions, target, layer, int(channel), activation, overlay, cam_layer, heat.detach(),
+    return FrameResult(frame, predictions, target, layer, int(channel), activation, overlay, cam_layer, heat,
                        box, composite, time.perf_counter() - start)
+
+
+def _feature_maps(recorded: dict[str, Tensor], layer: str, channel: int) -> Tensor:
+    """The recorded (C, h, w) maps of the first image, checked: the layer ran, gives maps, has ``channel``."""
+    if layer not in recorded:
+        raise ValueError(f"The layer {layer!r} did not run in the forward pass.")
+    activation = recorded[layer][0]
+    if activation.dim() != 3:
+        raise ValueError(f"The layer {layer!r} gives {tuple(recorded[layer].shape)}, not feature maps "
+                         "(N, C, h, w). Pick a convolutional layer.")
+    if not 0 <= channel < activation.shape[0]:
+        raise ValueError(f"The layer {layer!r} has {activation.shape[0]} channels; pick one from 0 to "
+                         f"{activation.shape[0] - 1}.")
+    return activation
+
+
+def _saliency(score: Tensor, overlay: str, inputs: Tensor, cam_activation: Tensor | None, cam_layer: str) -> Tensor:
+    """(H, W) map of the input ``inputs`` (1, C, H, W) for one class ``score`` (a logit in the graph):
+    Grad-CAM from the recorded ``cam_activation``, |gradient| max over channels, or zeros."""
+    size = tuple(inputs.shape[-2:])
+    if overlay == "grad_cam":
+        if cam_activation is None:
+            raise ValueError(f"The layer {cam_layer!r} did not run in the forward pass.")
+        if cam_activation.dim() != 4:
+            raise ValueError(f"Grad-CAM needs a layer with a spatial output (N, C, h, w); {cam_layer!r} gives "
+                             f"{tuple(cam_activation.shape)}. Pick a convolutional layer.")
+        (gradient,) = torch.autograd.grad(score, cam_activation)
+        return cam_from_gradient(cam_activation.detach(), gradient, size)[0]
+    if overlay == "vanilla_gradient":
+        (gradient,) = torch.autograd.grad(score, inputs)
+        return display.channel_max_abs(gradient)[0]
+    return torch.zeros(size)
 
 
 def channel_grid(maps: Tensor, channel: int, max_maps: int = 256, width: int = 640, pad: int = 2) -> np.ndarray:

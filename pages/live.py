@@ -54,7 +54,7 @@ if status in ui.live.CAMERA_MESSAGES:
     st.warning(ui.live.CAMERA_MESSAGES[status] + " Play the bundled clip instead: press START below.",
                icon=":material/videocam_off:")
 no_camera = status in ui.live.CAMERA_MESSAGES
-source = st.radio("Source", [ui.live.CAMERA, ui.live.CLIP], index=1 if no_camera else 0, horizontal=True,
+source = st.radio("Video source", [ui.live.CAMERA, ui.live.CLIP], index=1 if no_camera else 0, horizontal=True,
                   key=f"live_source_{'clip' if no_camera else 'camera'}",
                   help="The bundled clip pans and zooms over the gallery photos, for a computer without a camera.")
 clip_names = tuple(digit_sample_names()) if model.input_size[0] == 1 else CLIP_PHOTOS
@@ -112,7 +112,8 @@ def panel() -> None:
                + f" · {result.seconds * 1000:.0f} ms per frame · {model.label}")
 
 
-with right:
+with right, st.container(key="live_panel"):
+    ui.live.keep_steady("live_panel")
     panel()
 
 # ---------------------------------------------------------------- compare with a dataset

@@ -236,3 +236,22 @@ def test_bundled_clip_pans_zooms_and_loops():
     assert np.array_equal(clip.frame_at(1.25), clip.frame_at(5.25))  # loops
     with pytest.raises(ValueError):
         BundledClip([], 1.0)
+
+
+def test_a_frozen_frame_is_the_image_of_every_page():
+    from streamlit.testing.v1 import AppTest
+
+    from conftest import ROOT
+
+    frame = Image.fromarray(_frame(7, (320, 240)))
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=180)
+    at.session_state["_live_frame"] = (frame, "Live frame 12:00:00")  # as ui.freeze_image leaves it
+    at.session_state["image_source"] = "Live frame"
+    at.run()
+    assert not at.exception
+    assert at.session_state["image_name"] == "Live frame 12:00:00"
+    at.switch_page("pages/activations.py").run()
+    assert not at.exception
+    context = at.session_state["context"]
+    assert context.image_name == "Live frame 12:00:00"
+    torch.testing.assert_close(context.x, context.model.preprocessing(frame))

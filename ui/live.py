@@ -17,30 +17,30 @@ from streamlit_webrtc import WebRtcMode, create_video_source_track, webrtc_strea
 
 from cnnviz.live import MAX_SIDE, BundledClip, LiveProcessor
 
-CAMERA, CLIP = "Camera", "Bundled clip"
+CAMERA, CLIP = "Your camera", "Bundled clip"
 CLIP_FPS = 15
 
 _CAMERA_CHECK_JS = """
 export default function(component) {
   const { setStateValue } = component;
-  const report = (status) => setStateValue("status", status);
+  let last = null, timer = null;
+  const report = (status) => { if (status !== last) { last = status; setStateValue("status", status); } };
   (async () => {
     const media = navigator.mediaDevices;
     if (!window.isSecureContext || !media || !media.getUserMedia) { report("insecure"); return; }
-    let status = "available";
     try {
       const devices = await media.enumerateDevices();
-      if (!devices.some((d) => d.kind === "videoinput")) status = "no camera";
-    } catch (e) { status = "no camera"; }
-    if (status === "available" && navigator.permissions) {
-      try {
-        const permission = await navigator.permissions.query({ name: "camera" });
-        if (permission.state === "denied") status = "refused";
-        permission.onchange = () => report(permission.state === "denied" ? "refused" : "available");
-      } catch (e) { /* this browser cannot query the camera permission */ }
-    }
-    report(status);
+      if (!devices.some((d) => d.kind === "videoinput")) { report("no camera"); return; }
+    } catch (e) { report("no camera"); return; }
+    let permission = null;
+    try { permission = await navigator.permissions.query({ name: "camera" }); } catch (e) { /* not queryable */ }
+    const check = () => report(permission && permission.state === "denied" ? "refused" : "available");
+    check();
+    // the person may refuse when START asks: watch the permission (polling too, as not every browser
+    // fires "change" for a refusal made in the stream's frame)
+    if (permission) { permission.onchange = check; timer = setInterval(check, 1000); }
   })();
+  return () => { if (timer) clearInterval(timer); };
 }
 """
 
@@ -61,6 +61,12 @@ def camera_status() -> str | None:
     None until it has answered (the first run of the page)."""
     result = _camera_check()(key="live_camera_check", on_status_change=lambda: None)
     return getattr(result, "status", None)
+
+
+def keep_steady(key: str) -> None:
+    """Don't fade the container ``key`` while its fragment reruns: refreshed twice a second, it would
+    flicker (Streamlit dims elements of a running script)."""
+    st.html(f"<style>.st-key-{key} [data-stale='true'] {{opacity: 1 !important; transition: none !important;}}</style>")
 
 
 def ice_servers() -> list[dict]:
