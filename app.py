@@ -23,6 +23,7 @@ PAGES = {
         st.Page("pages/inversion.py", title="Feature inversion", icon=":material/replay:"),
         st.Page("pages/deepdream.py", title="DeepDream", icon=":material/cyclone:"),
     ],
+    "Live": [st.Page("pages/live.py", title="Live camera", icon=":material/videocam:")],
 }
 
 page = st.navigation(PAGES)

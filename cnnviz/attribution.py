@@ -352,9 +352,16 @@ def grad_cam(model: nn.Module, x: Tensor, target: Target, layer: str) -> Tensor:
             )
         score = logit_objective(target)(output)
         (grad,) = torch.autograd.grad(score.sum(), activation)
-    weights = grad.mean(dim=(2, 3), keepdim=True)
-    cam = F.relu((weights * activation.detach()).sum(dim=1, keepdim=True))
-    return F.interpolate(cam, size=x.shape[-2:], mode="bilinear", align_corners=False)[:, 0]
+    return cam_from_gradient(activation.detach(), grad, tuple(x.shape[-2:]))
+
+
+def cam_from_gradient(activation: Tensor, gradient: Tensor, size: tuple[int, int]) -> Tensor:
+    """Grad-CAM's map from a layer's output A (N, K, h, w) and the gradient of the score with respect
+    to it: ReLU(sum_k alpha_k A^k), alpha_k = the gradient of channel k averaged over positions,
+    bilinearly upsampled (align_corners=False) to ``size`` (H, W). Returns (N, H, W)."""
+    weights = gradient.mean(dim=(2, 3), keepdim=True)
+    cam = F.relu((weights * activation).sum(dim=1, keepdim=True))
+    return F.interpolate(cam, size=size, mode="bilinear", align_corners=False)[:, 0]
 
 
 def default_cam_layer(model: nn.Module, x: Tensor) -> str:

@@ -198,14 +198,29 @@ def _set_image(image: Image.Image, name: str) -> None:
     st.session_state.update(image=image, image_name=name, image_key=digest)
 
 
+LIVE_FRAME = "Live frame"
+
+
+def freeze_image(image: Image.Image, name: str) -> None:
+    """Make a frame frozen on the Live page the session's image, kept (like an upload) until another
+    source is picked. Call it from a widget callback: it sets the sidebar's source radio."""
+    st.session_state.update(_live_frame=(image, name), image_source=LIVE_FRAME, _gallery_auto=False)
+    _set_image(image, name)
+
+
 def _choose_image(model: LoadedModel | None) -> tuple[Image.Image, str]:
     st.sidebar.header("Image")
     state = st.session_state
     default = DEFAULT_DIGIT if model is None or model.input_size[0] == 1 else DEFAULT_PHOTO
     if state.get("_gallery_auto", True):
         state["gallery_choice"] = default  # follow the model until the user picks an image
-    source = st.sidebar.radio("Source", ["Gallery", "Upload", "Camera"], horizontal=True, key="image_source")
-    if source == "Gallery":
+    sources = ["Gallery", "Upload", "Camera"] + ([LIVE_FRAME] if "_live_frame" in state else [])
+    source = st.sidebar.radio("Source", sources, horizontal=True, key="image_source")
+    if source == LIVE_FRAME:
+        image, name = state["_live_frame"]
+        if state.get("image_name") != name:
+            _set_image(image, name)
+    elif source == "Gallery":
         name = st.sidebar.selectbox("Sample image", sample_names(), key="gallery_choice", on_change=_on_gallery_change)
         if state.get("image_name") != name:
             _set_image(load_sample(name), name)
