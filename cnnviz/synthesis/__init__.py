@@ -15,7 +15,7 @@ The loop is built from small composable parts, in the spirit of Lucent:
   act on the image between steps.
 
 One module per concept: ``objectives``, ``transforms``, ``steps`` (step rules and regularizers),
-``loop`` and ``methods``; every public name is importable from ``cnnviz.synthesis``.
+``loop`` (and ``lbfgs`` beside it, yielding the same ``Step``s) and ``methods``; every public name is importable from ``cnnviz.synthesis``.
 
 ``optimize`` is the loop: a generator yielding ``Step``s, so a page can show the image as it forms.
 The image lives in [0, 1] pixel space and is normalised with the model's ``Preprocessing`` before each
@@ -26,7 +26,8 @@ when the objective reads no logits, so the pass stops after the last needed laye
 abandoned or raises.
 """
 
-from .loop import MAX_DREAM_SIZE, MAX_OCTAVES, MAX_SIZE, MAX_STEPS, OptimizationError, Step, check_steps, optimize, run
+from .lbfgs import lbfgs_optimize
+from .loop import MAX_DREAM_SIZE, MAX_OCTAVES, MAX_SIZE, MAX_STEPS, OptimizationError, Step, check_steps, evaluate, optimize, run
 from .methods import (
     INITS,
     class_index,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import numbers
 from dataclasses import dataclass
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -69,6 +69,65 @@ def check_steps(steps: int, limit: int = MAX_STEPS) -> int:
     return int(steps)
 
 
+def evaluate(
+    model: nn.Module,
+    objective: Objective,
+    pixels: Tensor,
+    preprocessing: Preprocessing,
+    step: int,
+    prepare: Callable[[Tensor], Tensor] | None = None,
+) -> tuple[Tensor, dict[str, float]]:
+    """One evaluation of the loop: the objective at ``pixels`` and its gradient with respect to them.
+
+    Forward (stopping after the last needed layer when no logits are read), score, gradient with
+    respect to the pixels only (``torch.autograd.grad``), one read-back of the values, finiteness
+    checks. ``optimize`` and ``lbfgs_optimize`` both run it.
+
+    Args:
+        pixels: (N, C, H, W) in [0, 1] (not modified).
+        step: the 1-based step number, for error messages.
+        prepare: pixels -> model input (transforms, then normalisation); default: normalisation.
+
+    Returns:
+        (gradient (N, C, H, W) of the summed score, losses: "objective" and each named term, batch means).
+
+    Raises:
+        OptimizationError: the score or its gradient is NaN or Inf.
+    """
+    prepare = prepare or preprocessing.normalize
+    param = pixels.detach().requires_grad_(True)
+    with torch.enable_grad():
+        x = prepare(param)
+        logits, acts = _forward(model, x, objective.layers, objective.needs_logits)
+        capture = Capture(param, logits, acts, preprocessing, normalize=preprocessing.normalize)
+        score = objective(capture)
+        total = score.sum()
+        (grad,) = torch.autograd.grad(total, [param])
+    # one read-back per step: the total score, the gradient's sum and each term's values. A NaN
+    # or Inf entry always makes the sum non-finite; a non-finite sum of finite entries (overflow)
+    # is told apart by the exact check, which only runs then.
+    terms = capture.values
+    with torch.no_grad():
+        parts = [total.view(1), grad.sum().view(1), *(v.reshape(-1) for v in terms.values())]
+        summary = torch.cat(parts).tolist()
+    if not math.isfinite(summary[0]):
+        raise OptimizationError(
+            f"The optimisation diverged at step {step}: the objective became {summary[0]}. "
+            "Lower the step size or the regularisation weights and try again."
+        )
+    if not math.isfinite(summary[1]) and not bool(torch.isfinite(grad).all()):
+        raise OptimizationError(
+            f"The optimisation diverged at step {step}: the gradient contains NaN or Inf. "
+            "Lower the step size or the regularisation weights and try again."
+        )
+    losses = {"objective": summary[0] / len(pixels)}
+    start = 2
+    for name, v in terms.items():  # batch means of the terms
+        losses[name] = math.fsum(summary[start : start + v.numel()]) / v.numel()
+        start += v.numel()
+    return grad, losses
+
+
 def optimize(
     model: nn.Module,
     objective: Objective,
@@ -120,44 +179,17 @@ def optimize(
     pixels = init.detach().float().clamp(0, 1).clone()
     normalize = preprocessing.normalize  # (p - mean) / std as one op, constants built once per pipeline
 
-    layers, needs_logits, batch = objective.layers, objective.needs_logits, len(pixels)
+    def prepare(p: Tensor) -> Tensor:
+        return normalize(transform(p, generator))
+
     history: list[dict[str, float]] = []
     for k in range(1, steps + 1):
-        param = pixels.detach().requires_grad_(True)
-        with torch.enable_grad():
-            x = normalize(transform(param, generator))
-            logits, acts = _forward(model, x, layers, needs_logits)
-            capture = Capture(param, logits, acts, preprocessing, normalize=normalize)
-            score = objective(capture)
-            total = score.sum()
-            (grad,) = torch.autograd.grad(total, [param])
-        # one read-back per step: the total score, the gradient's sum and each term's values. A NaN
-        # or Inf entry always makes the sum non-finite; a non-finite sum of finite entries (overflow)
-        # is told apart by the exact check, which only runs then.
-        terms = capture.values
-        with torch.no_grad():
-            parts = [total.view(1), grad.sum().view(1), *(v.reshape(-1) for v in terms.values())]
-            summary = torch.cat(parts).tolist()
-        if not math.isfinite(summary[0]):
-            raise OptimizationError(
-                f"The optimisation diverged at step {k}: the objective became {summary[0]}. "
-                "Lower the step size or the regularisation weights and try again."
-            )
-        if not math.isfinite(summary[1]) and not bool(torch.isfinite(grad).all()):
-            raise OptimizationError(
-                f"The optimisation diverged at step {k}: the gradient contains NaN or Inf. "
-                "Lower the step size or the regularisation weights and try again."
-            )
+        grad, losses = evaluate(model, objective, pixels, preprocessing, k, prepare)
         with torch.no_grad():
             pixels = pixels + step_rule(grad, k)
             for regularize in regularizers:
                 pixels = regularize(ImageState(pixels, grad, k, preprocessing))
             pixels = pixels.clamp(0, 1)
-        losses = {"objective": summary[0] / batch}
-        start = 2
-        for name, v in terms.items():  # batch means of the terms
-            losses[name] = math.fsum(summary[start : start + v.numel()]) / v.numel()
-            start += v.numel()
         history.append(losses)
         if k % every == 0 or k == steps:
             yield Step(k, steps, pixels.detach().clone(), losses, tuple(history))

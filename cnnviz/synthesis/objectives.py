@@ -215,8 +215,9 @@ def deepdream(layer: str) -> Objective:
     return fn
 
 
-def feature_error(layer: str, target: Tensor) -> Objective:
-    """‖Φ(x) − Φ₀‖² / ‖Φ₀‖²: relative distance of ``layer``'s features to ``target`` (a penalty).
+def feature_error(layer: str, target: Tensor, name: str = "feature error") -> Objective:
+    """‖Φ(x) − Φ₀‖² / ‖Φ₀‖²: relative distance of ``layer``'s features to ``target`` (a penalty),
+    reported as ``name`` (Gatys' content loss is one).
 
     Raises:
         ValueError: if the target features are all zero (nothing to reconstruct from).
@@ -226,7 +227,7 @@ def feature_error(layer: str, target: Tensor) -> Objective:
     if not bool((norm > 0).all()):
         raise ValueError(f"The features of layer {layer!r} are all zero for this image: nothing to invert. Pick another layer.")
 
-    @term("feature error", layers=[layer])
+    @term(name, layers=[layer])
     def fn(c: Capture) -> Tensor:
         a = _activation(c, layer)
         if a.shape != target.shape:
