@@ -270,6 +270,23 @@ def style_weight_matrix(style_weights: Tensor, batch: int, styles: int = NUM_STY
     return w
 
 
+def blend_weights(mix: dict[int, float] | int, styles: int = NUM_STYLES) -> Tensor:
+    """A style-weight vector (styles,) from a style index (one-hot) or {index: weight} (a blend).
+
+    Raises:
+        ValueError: an index outside 0 to styles − 1, or a negative weight.
+    """
+    mix = {int(mix): 1.0} if isinstance(mix, int) else mix
+    w = torch.zeros(styles)
+    for index, weight in mix.items():
+        if not 0 <= int(index) < styles:
+            raise ValueError(f"Style {index} does not exist: the styles are 0 to {styles - 1}.")
+        if weight < 0:
+            raise ValueError("Blend weights must be >= 0.")
+        w[int(index)] += float(weight)
+    return w
+
+
 def pad_to_multiple(pixels: Tensor, multiple: int = 4) -> Tensor:
     """Reflect-pad (N, C, H, W) at the bottom and right up to multiples of ``multiple`` (replicate
     where the image is too small to reflect)."""

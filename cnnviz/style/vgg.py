@@ -40,21 +40,6 @@ def loss_network(pretrained: bool = True) -> LoadedModel:
     Args:
         pretrained: the trained weights (needs the pinned source fetched once); else seeded random weights.
     """
-    from ..models import MODEL_NAMES, load_model
+    from ..models import load_model
 
-    if VGG_MODEL in MODEL_NAMES:
-        return load_model(VGG_MODEL, pretrained=pretrained)
-    return _stand_in()  # TEMPORARY until the zoo entry lands (branch i9)
-
-
-def _stand_in() -> LoadedModel:
-    import torch
-    import torchvision
-
-    from ..preprocessing import Preprocessing
-
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
-        module = torchvision.models.vgg16(weights=None).features.eval()
-    pre = Preprocessing(256, 224, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
-    return LoadedModel(VGG_MODEL, module, pre, (), "random weights", False)
+    return load_model(VGG_MODEL, pretrained=pretrained)
