@@ -8,10 +8,10 @@ this script trains both once, with the same seed, style, crops and settings, and
     python assets/train_style_networks.py instance   # or one of them
 
 Style: scikit-image's immunohistochemistry image; content: random crops of the gallery photos.
-Settings: ``cnnviz.style.training.SHIPPED`` (width 16, 96-px crops, batch 4, 600 Adam steps,
+Settings: ``cnnviz.style.training.SHIPPED`` (width 16, 64-px crops, batch 4, 400 Adam steps,
 seed 0); the Style > "Train a style network" page's live run starts with the same settings, so its
 loss curve retraces the beginning of the shipped curves. Each network is saved as float16
-safetensors (under 1 MB) with its settings and loss history in the metadata, every 100 steps and
+safetensors (under 1 MB) with its settings and loss history in the metadata, every 50 steps and
 at the end.
 """
 
@@ -40,7 +40,10 @@ def train(norm: str) -> Path:
     path = shipped_path(norm)
     start = time.perf_counter()
     for step in train_style_network(model, shipped_style_pixels(), photos_dataset().images, settings, max_steps=settings.steps):
-        if step.step % 100 == 0 or step.step == settings.steps:
+        if step.step % 10 == 0:
+            print(f"{norm}: step {step.step}, loss {step.losses['loss']:.3f}, {time.perf_counter() - start:.0f} s, "
+                  f"CPU {time.process_time():.0f} s", flush=True)
+        if step.step % 50 == 0 or step.step == settings.steps:
             meta = {"settings": asdict(settings), "style": SHIPPED_STYLE, "steps_done": step.step,
                     "history": [{k: round(v, 5) for k, v in h.items()} for h in step.history]}
             save_checkpoint(step.network, path, meta)

@@ -85,7 +85,7 @@ class TrainSettings:
         return self
 
 
-SHIPPED = TrainSettings(width=16, steps=600, size=96, batch_size=4, lr=2e-3, content_weight=1.0, style_weight=5.0, tv_weight=1.0, style_size=256, seed=0)
+SHIPPED = TrainSettings(width=16, steps=400, size=64, batch_size=4, lr=2e-3, content_weight=1.0, style_weight=5.0, tv_weight=1.0, style_size=256, seed=0)
 """The settings of the two shipped networks (``assets/train_style_networks.py``), instance and batch norm."""
 SHIPPED_STYLE = "immunohistochemistry (scikit-image)"
 ASSETS = Path(__file__).resolve().parent.parent.parent / "assets"
