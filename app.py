@@ -23,6 +23,13 @@ PAGES = {
         st.Page("pages/inversion.py", title="Feature inversion", icon=":material/replay:"),
         st.Page("pages/deepdream.py", title="DeepDream", icon=":material/cyclone:"),
     ],
+    "Style": [
+        st.Page("pages/style_gram.py", title="Gram matrices", icon=":material/grid_4x4:"),
+        st.Page("pages/style_texture.py", title="Texture synthesis", icon=":material/texture:"),
+        st.Page("pages/style_gatys.py", title="Style transfer (Gatys)", icon=":material/brush:"),
+        st.Page("pages/style_fast.py", title="Fast style", icon=":material/bolt:"),
+        st.Page("pages/style_train.py", title="Train a style network", icon=":material/model_training:"),
+    ],
     "Live": [st.Page("pages/live.py", title="Live camera", icon=":material/videocam:")],
 }
 

