@@ -71,7 +71,7 @@ def choose_dataset(model_name: str, key: str, big_model_limit: int = 100, prefer
         if dataset.skipped:
             st.caption("Skipped: " + ", ".join(f"{n} {reason}" for reason, n in dataset.skipped.items()) + ".")
         return dataset, f"zip:{digest}"
-    default_limit = 500 if small else big_model_limit
+    default_limit = 500 if small else max(10, big_model_limit)  # the digits kept from the small CNN: at least 10
     limit = right.number_input("Images", 10, LIMITS.get(name, 5000), default_limit, step=50, key=f"{key}_limit")
     if name in LIMITS:
         return _offline(name, int(limit)), f"{name}:{limit}"
