@@ -3,7 +3,7 @@
     python assets/make_style_readme_images.py
 
 Writes ``assets/readme/fast_style_grid.jpg`` and ``assets/readme/gatys_cat_brick.jpg`` with the page's
-defaults (Gatys: 256 px, 150 Adam steps, α = 1, β = 100, γ = 10, layers conv1_1…conv5_1 / conv4_2).
+defaults (Gatys: 256 px, 150 Adam steps, α = 1, β = 10, γ = 10, layers conv1_1…conv5_1 / conv4_2).
 """
 
 from __future__ import annotations

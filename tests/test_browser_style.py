@@ -11,12 +11,13 @@ from test_browser_home import choose_sample
 
 def open_with_cat(page, app_url: str, title: str) -> None:
     """Home, the cat as the current image, then the page by its navigation link (same session)."""
+    page.set_default_timeout(120_000)  # a busy machine: clicks may wait for a slow browser
     page.goto(app_url)
-    wait_for_app(page, "Top prediction")
+    wait_for_app(page, "Top prediction", timeout=300_000)  # a cold server on a busy machine
     choose_sample(page, "cat (scikit-image)")
     wait_for_app(page)
     page.locator("[data-testid='stSidebarNav'] a").filter(has_text=title).first.click()
-    wait_for_app(page, "What am I looking at?")
+    wait_for_app(page, "What am I looking at?", timeout=300_000)
 
 
 def to_minimum(page, label: str) -> None:
