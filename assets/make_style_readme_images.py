@@ -1,9 +1,9 @@
 """The README's style pictures: the 26 styles on the cat, and one Gatys result (cat, brick texture).
 
-    python assets/make_style_readme_images.py
+    python assets/make_style_readme_images.py [--grid-only]
 
 Writes ``assets/readme/fast_style_grid.jpg`` and ``assets/readme/gatys_cat_brick.jpg`` with the page's
-defaults (Gatys: 256 px, 150 Adam steps, α = 1, β = 100, γ = 10, layers conv1_1…conv5_1 / conv4_2).
+defaults (Gatys: 256 px, 150 Adam steps, α = 1, β = 10, γ = 10, layers conv1_1…conv5_1 / conv4_2).
 """
 
 from __future__ import annotations
@@ -37,6 +37,8 @@ def main() -> None:
     styles = stylize(small.expand(NUM_STYLES, -1, -1, -1), torch.eye(NUM_STYLES))
     thumbs = [pixels_to_array(small)] + [pixels_to_array(styles[k : k + 1]) for k in range(NUM_STYLES)]
     Image.fromarray(tile(thumbs, 9, pad=4)).save(OUT / "fast_style_grid.jpg", quality=88)
+    if "--grid-only" in sys.argv:
+        return
     last = run(style_transfer(vgg, image_pixels(vgg, cat, 256), image_pixels(vgg, brick, 256)))
     content = pixels_to_array(image_pixels(vgg, cat, 256))
     result = pixels_to_array(last.pixels)

@@ -30,7 +30,7 @@ with left:
 with right:
     c1, c2, c3 = st.columns(3)
     content_weight = c1.select_slider("Content weight α", [0.0, 0.01, 0.1, 1.0, 10.0, 100.0], value=1.0, key="gatys_alpha")
-    style_weight = c2.select_slider("Style weight β", [0.0, 1.0, 10.0, 100.0, 1000.0, 10000.0, 100000.0], value=100.0, key="gatys_beta")
+    style_weight = c2.select_slider("Style weight β", [0.0, 1.0, 10.0, 100.0, 1000.0, 10000.0, 100000.0], value=10.0, key="gatys_beta")
     tv_weight = c3.select_slider("TV weight γ", [0.0, 1.0, 10.0, 100.0, 1000.0], value=10.0, key="gatys_tv")
     c4, c5, c6 = st.columns(3)
     optimizer = c4.radio("Optimizer", ["adam", "lbfgs"], format_func={"adam": "Adam", "lbfgs": "L-BFGS"}.get, horizontal=True, key="gatys_opt")

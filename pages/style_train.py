@@ -5,10 +5,8 @@ from dataclasses import asdict, replace
 
 import plotly.graph_objects as go
 import streamlit as st
-import torch
 
 import ui
-from ui import optimization
 from ui import style as ui_style
 from cnnviz.data import photos_dataset
 from cnnviz.display import pixels_to_array
