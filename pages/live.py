@@ -11,8 +11,7 @@ import ui.live
 from cnnviz import display
 from cnnviz.attribution import default_cam_layer
 from cnnviz.features import channel_maxima, maximally_activating_patches
-from cnnviz.live import CLIP_PHOTOS, MAX_SIDE, BundledClip, LiveSettings, channel_grid
-from cnnviz.samples import digit_sample_names
+from cnnviz.live import MAX_SIDE, LiveSettings, channel_grid
 
 st.title("Live: the network on your camera")
 ui.explainer(
@@ -57,9 +56,7 @@ no_camera = status in ui.live.CAMERA_MESSAGES
 source = st.radio("Video source", [ui.live.CAMERA, ui.live.CLIP], index=1 if no_camera else 0, horizontal=True,
                   key=f"live_source_{'clip' if no_camera else 'camera'}",
                   help="The bundled clip pans and zooms over the gallery photos, for a computer without a camera.")
-clip_names = tuple(digit_sample_names()) if model.input_size[0] == 1 else CLIP_PHOTOS
-if live.clip is None or live.clip.names != clip_names:
-    live.clip = BundledClip(clip_names)
+ui.live.prepare_clip(live, model)
 
 
 def freeze() -> None:

@@ -15,7 +15,9 @@ import av
 import streamlit as st
 from streamlit_webrtc import WebRtcMode, create_video_source_track, webrtc_streamer
 
-from cnnviz.live import MAX_SIDE, BundledClip, LiveProcessor
+from cnnviz.live import CLIP_PHOTOS, MAX_SIDE, BundledClip, LiveProcessor
+from cnnviz.models import LoadedModel
+from cnnviz.samples import digit_sample_names
 
 CAMERA, CLIP = "Your camera", "Bundled clip"
 CLIP_FPS = 15
@@ -95,6 +97,14 @@ def session() -> LiveSession:
     if "_live_session" not in st.session_state:
         st.session_state["_live_session"] = LiveSession()
     return st.session_state["_live_session"]
+
+
+def prepare_clip(live: LiveSession, model: LoadedModel) -> None:
+    """Give the session the bundled clip that suits the model: held-out digits for a one-channel model
+    (the small CNN), gallery photos otherwise."""
+    names = tuple(digit_sample_names()) if model.input_size[0] == 1 else CLIP_PHOTOS
+    if live.clip is None or live.clip.names != names:
+        live.clip = BundledClip(names)
 
 
 def _frame_callback(live: LiveSession, source: str):
