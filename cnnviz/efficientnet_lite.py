@@ -35,6 +35,8 @@ BN_EPS = 1e-3
 class Conv2dSame(nn.Conv2d):
     """``nn.Conv2d`` with TensorFlow's "SAME" padding: output size ceil(input / stride)."""
 
+    folds_like_its_base = True  # pads, then convolves: a batch norm after it folds in (cnnviz.folding)
+
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int, stride: int = 1, groups: int = 1,
                  bias: bool = False):
         super().__init__(in_channels, out_channels, kernel_size, stride, padding=0, groups=groups, bias=bias)

@@ -34,7 +34,18 @@ _RUNTIME_HOOK_DICTS = (
 
 FOLDABLE = {nn.Conv1d: nn.BatchNorm1d, nn.Conv2d: nn.BatchNorm2d, nn.Conv3d: nn.BatchNorm3d, nn.Linear: nn.BatchNorm1d}
 """Layer type -> the batch norm type that can be folded into it (the pairs torch.fx's ``fuse`` folds;
-exact types, as there)."""
+exact types, as there). A subclass counts when it sets ``folds_like_its_base = True``: its output is
+still linear in ``weight`` and ``bias`` (e.g. ``cnnviz.efficientnet_lite.Conv2dSame``, which only pads first)."""
+
+
+def _base_layer_type(module: nn.Module) -> type | None:
+    """The FOLDABLE key ``module`` folds as, or None."""
+    kind = type(module)
+    if kind in FOLDABLE:
+        return kind
+    if getattr(kind, "folds_like_its_base", False):
+        return next((base for base in FOLDABLE if issubclass(kind, base)), None)
+    return None
 
 
 def private_copy(model: nn.Module) -> nn.Module:
@@ -114,7 +125,7 @@ def conv_bn_pairs(model: nn.Module, example: Tensor | None = None) -> list[tuple
     for _, module in named:
         counts[id(module)] = counts.get(id(module), 0) + 1
     unique = {name: m for name, m in named if name and counts[id(m)] == 1}  # a module under two names stays
-    layers = [name for name, m in unique.items() if type(m) in FOLDABLE]
+    layers = [name for name, m in unique.items() if _base_layer_type(m) is not None]
     norms = [name for name, m in unique.items() if type(m) in FOLDABLE.values()]
     example = _default_example(model) if example is None else example
     if not layers or not norms or example is None:
@@ -159,7 +170,7 @@ def conv_bn_pairs(model: nn.Module, example: Tensor | None = None) -> list[tuple
         if tensor is None or calls.get(norm) != 1 or uses.watched.get(id(tensor)) is not tensor:
             continue
         layer = produced_by[id(tensor)]
-        if (calls.get(layer) == 1 and FOLDABLE[type(unique[layer])] is type(unique[norm])
+        if (calls.get(layer) == 1 and FOLDABLE[_base_layer_type(unique[layer])] is type(unique[norm])
                 and set(uses.users[id(tensor)]) == {norm} and id(tensor) not in returned
                 and unique[norm].track_running_stats and unique[norm].running_mean is not None):
             pairs.append((layer, norm))
