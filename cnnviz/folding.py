@@ -117,7 +117,7 @@ def conv_bn_pairs(model: nn.Module, example: Tensor | None = None) -> list[tuple
             image with the channels of the first 2-D convolution.
 
     Returns:
-        [(layer name, batch norm name), ...] in the order the batch norms ran; [] when the model
+        [(layer name, batch norm name), ...] in definition order; [] when the model
         has no batch norm or the forward pass fails.
     """
     named = list(model.named_modules(remove_duplicate=False))
