@@ -28,7 +28,7 @@ def test_saliency_page_grid_sanity_check_and_compare(app_url, page):
     screenshot(page, "saliency_sanity")
 
     main.get_by_text("Compare mode: one method on two models").click()
-    wait_for_app(page, "resnet18 · random weights")
+    wait_for_app(page, "squeezenet1_1 · ImageNet weights (ndf package)")
     assert main.locator(".js-plotly-plot").count() == 2
     assert main.locator("[data-testid='stException']").count() == 0
     screenshot(page, "saliency_compare")
