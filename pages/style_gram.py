@@ -39,10 +39,12 @@ def compute(progress):
 
 gram, shape = ui.cached(("gram", vgg.label, name, layer, size), compute, f"Gram matrix of {layer}")
 values = gram / np.sqrt(np.outer(np.diag(gram), np.diag(gram)).clip(1e-12)) if correlation else gram
-left.image(image, caption=f"{name} · VGG-16 {layer}: {shape[0]} channels of {shape[1]} × {shape[2]}", width="stretch")
-fig = go.Figure(go.Heatmap(z=values, colorscale="Viridis", colorbar=dict(title="corr." if correlation else "G_ij")))
+left.image(image, caption=f"{name} · {layer}: {shape[0]} channels of {shape[1]} × {shape[2]} · {vgg.label}", width="stretch")
+top = float(np.percentile(np.abs(values), 99.5))  # a few strong channels would hide the rest
+fig = go.Figure(go.Heatmap(z=values, colorscale="Viridis", zmax=top, zmin=min(0.0, float(values.min())),
+                           colorbar=dict(title="corr." if correlation else "G_ij")))
 fig.update_layout(
-    title=f"{'Correlations' if correlation else 'Gram matrix'} of {layer} ({shape[0]} × {shape[0]}) · {vgg.label}",
+    title=f"{'Correlations' if correlation else 'Gram matrix'} of {layer} ({shape[0]} × {shape[0]}), colours clipped at the 99.5th percentile",
     xaxis_title="channel j", yaxis_title="channel i", yaxis_autorange="reversed", height=560,
     margin=dict(l=10, r=10, t=60, b=10),
 )

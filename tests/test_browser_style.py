@@ -44,7 +44,7 @@ def test_fast_style_grid_one_style_and_a_blend(page, app_url):
     wait_for_app(page)
     assert_clean(page)
     assert page.locator("[data-testid='stImage']").count() >= 26 + 2
-    assert page.get_by_text("random weights").count() == 0  # the trained network
+    assert page.locator("[data-testid='stAlert']").filter(has_text="Random weights").count() == 0  # the trained network
     screenshot(page, "style_fast")
 
 
