@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import re
 
-import pytest
-
 from conftest import screenshot, wait_for_app
 from test_browser_home import choose_sample
 
@@ -48,7 +46,6 @@ def test_fast_style_grid_one_style_and_a_blend(page, app_url):
     screenshot(page, "style_fast")
 
 
-@pytest.mark.skip(reason="written but never completed in the session that wrote it (2 cores at load 15-22); run on a quiet machine, then remove this mark")
 def test_gatys_with_the_brick_texture(page, app_url):
     open_with_cat(page, app_url, "Style transfer (Gatys)")
     to_minimum(page, "Steps")
@@ -61,7 +58,6 @@ def test_gatys_with_the_brick_texture(page, app_url):
     screenshot(page, "style_gatys")
 
 
-@pytest.mark.skip(reason="written but never completed in the session that wrote it (2 cores at load 15-22); run on a quiet machine, then remove this mark")
 def test_texture_row(page, app_url):
     open_with_cat(page, app_url, "Texture synthesis")
     to_minimum(page, "Steps per texture")
@@ -82,7 +78,6 @@ def test_gram_page(page, app_url):
     screenshot(page, "style_gram")
 
 
-@pytest.mark.skip(reason="written but never completed in the session that wrote it (2 cores at load 15-22); run on a quiet machine, then remove this mark")
 def test_train_page_shipped_networks_and_a_short_live_run(page, app_url):
     open_with_cat(page, app_url, "Train a style network")
     page.get_by_text("instance norm ·").first.wait_for(timeout=120_000)
