@@ -27,6 +27,7 @@ from cnnviz.models import (
     pretrained_available,
 )
 from cnnviz.samples import DEFAULT_DIGIT, DEFAULT_PHOTO, load_sample, sample_names
+from ui.training import before_sidebar as _training_before_sidebar, session_models as _session_models, session_title as _session_title
 
 PRETRAINED, RANDOM, UPLOADED = "pretrained", "random", "uploaded"
 
@@ -157,12 +158,15 @@ def _weights_choice(name: str) -> tuple[str, str, bytes | None, str]:
 
 def _choose_model() -> tuple[LoadedModel | None, str]:
     st.sidebar.header("Model")
+    trained = _session_models()
     name = st.sidebar.selectbox(
         "Architecture",
-        MODEL_NAMES,
-        format_func=lambda n: "small CNN (digits)" if n == SMALL_CNN else n,
+        MODEL_NAMES + list(trained),
+        format_func=lambda n: "small CNN (digits)" if n == SMALL_CNN else _session_title(n) if n in trained else n,
         key="model_name",
     )
+    if name in trained:  # trained on the Train page, in this session only; its key is unique to the run
+        return trained[name], name
     weights, digest, data, filename = _weights_choice(name)
     key = f"{name}|{weights}|{digest}"
     if weights == UPLOADED and data is None:
@@ -218,6 +222,7 @@ def _choose_image(model: LoadedModel | None) -> tuple[Image.Image, str]:
 
 def sidebar() -> None:
     """Draw the shared sidebar and store the page context in session state."""
+    _training_before_sidebar()
     model, key = _choose_model()
     image, image_name = _choose_image(model)
     if model is None:
