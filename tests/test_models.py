@@ -45,9 +45,15 @@ def test_every_model_builds_offline_with_random_weights(name):
     assert not model.module.training and not model.pretrained
     assert "random weights" in model.label
     rows = layer_table(model.module, model.input_size)
-    assert rows and int(np.prod(rows[-1].output_shape)) == len(model.class_names)  # squeezenet ends (1, 1000, 1, 1)
     assert sum(r.parameters for r in rows if r.depth == 0) == sum(p.numel() for p in model.module.parameters())
-    top = predict(model, model.preprocessing(load_sample("cat (scikit-image)")), k=5)[0]
+    x = model.preprocessing(load_sample("cat (scikit-image)"))
+    if not model.classifies:  # vgg16_features: convolutions only, and predict says so
+        assert name == "vgg16_features" and rows[-1].output_shape == (1, 512, 7, 7)
+        with pytest.raises(ValueError, match="no classifier"):
+            predict(model, x)
+        return
+    assert rows and int(np.prod(rows[-1].output_shape)) == len(model.class_names)  # squeezenet ends (1, 1000, 1, 1)
+    top = predict(model, x, k=5)[0]
     probs = [p for _, p in top]
     assert len(top) == 5 and probs == sorted(probs, reverse=True) and 0 < sum(probs) <= 1 + 1e-6
     if name in ZOO:
@@ -110,7 +116,7 @@ def test_cached_pretrained_file_is_loaded_without_network(empty_hub):
     path.parent.mkdir(parents=True)
     torch.save(reference.state_dict(), path)
     model = load_model("resnet18", pretrained=True)
-    assert model.pretrained and model.weights == "ImageNet weights"
+    assert model.pretrained and model.weights == "ImageNet weights (torchvision)"
     assert torch.equal(model.module.fc.weight, reference.fc.weight)
 
 
