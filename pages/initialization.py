@@ -41,18 +41,21 @@ label = {"normal": f"N(0, {sigma:g}²)", "xavier": f"Xavier, σ = 1/√{width} =
          "kaiming": f"Kaiming, σ = √2/√{width} = {std:.3g}"}[scheme]
 columns = min(depth, 6)
 rows = int(np.ceil(depth / columns))
-fig = make_subplots(rows=rows, cols=columns, subplot_titles=[f"layer {s.layer}: mean {s.mean:+.2f}, std {s.std:.3g}"
-                                                              for s in stats], horizontal_spacing=0.03,
+relu = activation == "relu"
+titles = [f"layer {s.layer}: mean {s.mean:+.2f}, std {s.std:.3g}" + (f"<br>{s.saturated:.0%} zeros (not drawn)" if relu else "")
+          for s in stats]
+fig = make_subplots(rows=rows, cols=columns, subplot_titles=titles, horizontal_spacing=0.03,
                     vertical_spacing=0.18 if rows > 1 else 0.1)
 for i, s in enumerate(stats):
     row, col = i // columns + 1, i % columns + 1
-    lim = 1.05 if activation == "tanh" else max(float(np.percentile(s.sample, 99.5)), 1e-12) * 1.05
-    fig.add_trace(go.Histogram(x=s.sample, nbinsx=60, xbins=dict(start=-lim if activation == "tanh" else 0, end=lim,
-                                                                  size=(2 * lim if activation == "tanh" else lim) / 60),
+    values = s.sample[s.sample > 0] if relu else s.sample
+    lim = max(float(np.percentile(values, 99.5)) if len(values) else 0.0, 1e-12) * 1.05 if relu else 1.05
+    start = 0.0 if relu else -lim
+    fig.add_trace(go.Histogram(x=values, xbins=dict(start=start, end=lim, size=(lim - start) / 60),
                                marker_color="#1f77b4", showlegend=False), row=row, col=col)
-    fig.update_xaxes(range=[-lim if activation == "tanh" else -lim * 0.02, lim], row=row, col=col)
+    fig.update_xaxes(range=[start, lim], row=row, col=col)
 fig.update_annotations(font_size=11)
-fig.update_layout(height=280 * rows + 40, margin=dict(l=10, r=10, t=50, b=10), bargap=0.02,
+fig.update_layout(height=280 * rows + 40, margin=dict(l=10, r=10, t=80 if relu else 50, b=10), bargap=0.02,
                   title=f"Activations per layer: {activation}, {label}, width {width}")
 st.plotly_chart(fig, width="stretch")
 
@@ -78,7 +81,8 @@ with right:
 last = stats[-1]
 if last.std < 1e-2 * max(stats[0].std, 1e-12) or last.std < 1e-3:
     st.warning(f"The activations collapse: std {stats[0].std:.3g} in layer 1, {last.std:.2g} in layer {last.layer}. "
-               "The gradients on the weights shrink with them.")
+               "On the way back the gradient shrinks by the same factor per layer (light line, right), so the "
+               "first layers hardly learn, and the last layers' weight gradients are made of near-zero inputs.")
 elif activation == "tanh" and last.saturated > 0.3:
     st.warning(f"tanh saturates: {last.saturated:.0%} of layer {last.layer}'s activations are beyond ±0.99, where "
                "its gradient is almost 0.")

@@ -29,8 +29,9 @@ ui.explainer(
     "so the Filters page (which replays its epochs), Activations, Saliency and Embeddings look inside it."
 )
 
+tr.collect()  # the sidebar does this first in every run; again here so the page stands on its own
 data, data_key = tr.choose_data()
-st.caption(f"{data.name}: {len(data.y_train):,} training and {len(data.y_val):,} validation images, "
+st.caption(f"{data.name.split(' (')[0]}: {len(data.y_train):,} training and {len(data.y_val):,} validation images, "
            f"{data.channels}×{data.size}×{data.size}, {data.num_classes} classes ({', '.join(data.class_names[:12])}"
            f"{'…' if data.num_classes > 12 else ''}).")
 config = tr.settings_widgets()
@@ -94,11 +95,12 @@ networks = tr.trained_networks()
 if key in networks and not (tr.current_job() and tr.current_job().running):
     result = networks[key]["result"]
     status = {"done": "Finished", "early stopped": "Stopped early", "stopped": "Stopped"}[result.status]
-    st.success(f"{status} after {len(result.history)} epochs in {result.seconds:.0f} s. The network keeps the weights "
+    epochs = len(result.history)
+    st.success(f"{status} after {epochs} epoch{'s' if epochs != 1 else ''} in {result.seconds:.0f} s. The network keeps the weights "
                f"of epoch {result.best_epoch} (best validation accuracy, **{result.val_accuracy:.1%}**). It is in the "
                f"sidebar as “{networks[key]['title']}”, for this session.")
     c1, c2, _ = st.columns([2, 2, 3])
     c1.button("Use it on every page", key="train_use", on_click=tr.use_network, args=(key,), icon=":material/check:",
-              disabled=st.session_state.get("model_name") == key)
+              disabled=st.session_state.get("model_name") == networks[key]["title"])
     c2.download_button("Download (safetensors)", save_trained(result), file_name="cnnviz_trained_cnn.safetensors",
                        mime="application/octet-stream", key="train_download", icon=":material/download:")

@@ -27,7 +27,7 @@ from cnnviz.models import (
     pretrained_available,
 )
 from cnnviz.samples import DEFAULT_DIGIT, DEFAULT_PHOTO, load_sample, sample_names
-from ui.training import before_sidebar as _training_before_sidebar, session_models as _session_models, session_title as _session_title
+from ui.training import before_sidebar as _training_before_sidebar, session_models as _session_models
 
 PRETRAINED, RANDOM, UPLOADED = "pretrained", "random", "uploaded"
 
@@ -158,15 +158,15 @@ def _weights_choice(name: str) -> tuple[str, str, bytes | None, str]:
 
 def _choose_model() -> tuple[LoadedModel | None, str]:
     st.sidebar.header("Model")
-    trained = _session_models()
+    trained = _session_models()  # title -> (model key, model): trained on the Train page, this session only
     name = st.sidebar.selectbox(
         "Architecture",
         MODEL_NAMES + list(trained),
-        format_func=lambda n: "small CNN (digits)" if n == SMALL_CNN else _session_title(n) if n in trained else n,
+        format_func=lambda n: "small CNN (digits)" if n == SMALL_CNN else n,
         key="model_name",
     )
-    if name in trained:  # trained on the Train page, in this session only; its key is unique to the run
-        return trained[name], name
+    if name in trained:  # its model key is unique to this session and run, so cached results never mix
+        return trained[name][1], trained[name][0]
     weights, digest, data, filename = _weights_choice(name)
     key = f"{name}|{weights}|{digest}"
     if weights == UPLOADED and data is None:

@@ -41,14 +41,9 @@ def trained_networks() -> dict[str, dict]:
     return st.session_state.setdefault(TRAINED, {})
 
 
-def session_models() -> dict[str, LoadedModel]:
-    """Model key -> ``LoadedModel`` for the sidebar; keys are unique to this session and run."""
-    return {key: entry["model"] for key, entry in trained_networks().items()}
-
-
-def session_title(key: str) -> str:
-    """How the sidebar lists a trained network."""
-    return trained_networks()[key]["title"]
+def session_models() -> dict[str, tuple[str, LoadedModel]]:
+    """Title -> (model key, ``LoadedModel``) for the sidebar; keys are unique to this session and run."""
+    return {entry["title"]: (key, entry["model"]) for key, entry in trained_networks().items()}
 
 
 def session_history(model_key: str) -> list[dict] | None:
@@ -72,7 +67,7 @@ def register(result: TrainResult, what: str = "", records: list | None = None) -
     networks[key] = {"model": model, "result": result, "title": title, "records": records or []}
     while len(networks) > MAX_TRAINED:
         oldest = next(iter(networks))
-        if st.session_state.get("model_name") == oldest:
+        if st.session_state.get("model_name") == networks[oldest]["title"]:
             break
         del networks[oldest]
     return key
@@ -87,7 +82,7 @@ def latest_network() -> dict | None:
 
 def use_network(key: str) -> None:
     """Button callback: select the trained network in the sidebar."""
-    st.session_state["model_name"] = key
+    st.session_state["model_name"] = trained_networks()[key]["title"]
 
 
 # --- one background job per session -----------------------------------------------------------------
@@ -130,6 +125,7 @@ def collect() -> None:
 
 def before_sidebar() -> None:
     """What every script run does first: keep the training widgets' values, collect a finished job."""
+    session_uid()
     keep_settings()
     collect()
 

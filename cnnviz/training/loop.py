@@ -333,7 +333,9 @@ def train(
         if seen == 0:
             break
         model.eval()
-        train_acc, _, _ = evaluate(model, data.x_train[eval_idx], data.y_train[eval_idx], normalize)
+        train_acc = None  # after Stop only the validation set is evaluated, to end sooner
+        if status != "stopped":
+            train_acc, _, _ = evaluate(model, data.x_train[eval_idx], data.y_train[eval_idx], normalize)
         val_acc, val_loss, dead = evaluate(model, data.x_val, data.y_val, normalize, relus=relus)
         row = Record("epoch", iteration, epoch, total, loss_sum / seen, lr, train_accuracy=train_acc,
                      val_accuracy=val_acc, val_loss=val_loss, dead_relu=dead, seconds=time.perf_counter() - start)

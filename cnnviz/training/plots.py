@@ -50,6 +50,11 @@ def training_figure(records: Sequence[Record], title: str = "", max_points: int 
                                  line=dict(color="#ff7f0e")), row=1, col=2)
         fig.add_trace(go.Scatter(x=e, y=[r.val_accuracy for r in eps], mode="lines+markers",
                                  name="validation accuracy", line=dict(color="#2ca02c")), row=1, col=2)
+        accs = [a for r in eps for a in (r.train_accuracy, r.val_accuracy) if a is not None]
+        low = max(0.0, math.floor((min(accs) - 0.03) * 20) / 20) if accs else 0.0
+        fig.update_yaxes(range=[low, 1.005], row=1, col=2)
+        fig.update_xaxes(range=[0.5, max(e) + 0.5], row=1, col=2)
+        fig.update_xaxes(range=[0.5, max(e) + 0.5], row=2, col=2)
         layers = list(eps[-1].dead_relu)
         for name in layers:
             fig.add_trace(go.Scatter(x=e, y=[r.dead_relu.get(name, math.nan) for r in eps], mode="lines+markers",

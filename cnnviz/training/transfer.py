@@ -151,7 +151,7 @@ def transfer_learning(base: LoadedModel, dataset: ImageDataset, mode: str = "hea
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-            loss_sum += float(loss) * len(batch)
+            loss_sum += float(loss.detach()) * len(batch)
         head.eval()
         with torch.no_grad():
             train_acc = float((head(cached_train).argmax(1) == y_train).float().mean())
