@@ -58,11 +58,11 @@ fig = make_subplots(rows=len(chosen), cols=2, subplot_titles=[t for n in chosen 
 table = []
 for row, name in enumerate(chosen, start=1):
     f, g = curve(name, x, **params.get(name, {}))
-    for lo, hi in saturated_regions(x, g, threshold):
-        for col in (1, 2):
-            fig.add_vrect(x0=lo, x1=hi, fillcolor="red", opacity=0.12, line_width=0, row=row, col=col)
     fig.add_trace(go.Scatter(x=x, y=f, mode="lines", name=name, line=dict(color="#1f77b4")), row=row, col=1)
     fig.add_trace(go.Scatter(x=x, y=g, mode="lines", name=f"{name}′", line=dict(color="#d62728")), row=row, col=2)
+    for lo, hi in saturated_regions(x, g, threshold):  # after the traces: plotly skips shapes on empty subplots
+        for col in (1, 2):
+            fig.add_vrect(x0=lo, x1=hi, fillcolor="red", opacity=0.12, line_width=0, row=row, col=col)
     if name == "Maxout":
         p = params["Maxout"]
         fig.add_trace(go.Scatter(x=x, y=p["w1"] * x + p["b1"], mode="lines", line=dict(dash="dot", color="gray"),

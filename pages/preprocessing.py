@@ -27,11 +27,11 @@ ui.explainer(
 )
 
 st.subheader("A 2-D point cloud")
-c1, c2 = st.columns([1, 4])
+c1, c2, _ = st.columns([2, 1, 3])
 n = c1.slider("Points", 50, 2000, 400, 50, key="prep_points")
-seed = c1.number_input("Seed", 0, 1000, 0, key="prep_seed")
+seed = c2.number_input("Seed", 0, 1000, 0, key="prep_seed")
 stages = preprocess_stages(point_cloud(n, int(seed)))
-fig = make_subplots(rows=1, cols=len(stages), subplot_titles=list(stages), horizontal_spacing=0.04)
+fig = make_subplots(rows=1, cols=len(stages), subplot_titles=list(stages), horizontal_spacing=0.03)
 lim = max(float(np.abs(p).max()) for p in stages.values()) * 1.05
 for col, (name, points) in enumerate(stages.items(), start=1):
     fig.add_trace(go.Scattergl(x=points[:, 0], y=points[:, 1], mode="markers", marker=dict(size=3, opacity=0.6),
@@ -39,9 +39,9 @@ for col, (name, points) in enumerate(stages.items(), start=1):
     fig.add_trace(go.Scatter(x=[0], y=[0], mode="markers", marker=dict(symbol="x", size=10, color="red"),
                              showlegend=False), row=1, col=col)
     fig.update_xaxes(range=[-lim, lim], row=1, col=col)
-    fig.update_yaxes(range=[-lim, lim], scaleanchor=f"x{col if col > 1 else ''}", row=1, col=col)
-fig.update_layout(height=330, margin=dict(l=10, r=10, t=40, b=10))
-c2.plotly_chart(fig, width="stretch")
+    fig.update_yaxes(range=[-lim, lim], row=1, col=col)
+fig.update_layout(height=280, margin=dict(l=10, r=10, t=40, b=10))
+st.plotly_chart(fig, width="stretch")
 covs = " · ".join(f"{name}: [[{c[0, 0]:.2f}, {c[0, 1]:.2f}], [{c[1, 0]:.2f}, {c[1, 1]:.2f}]]"
                   for name, c in ((k, covariance(v)) for k, v in stages.items()))
 st.caption(f"All panels share one scale; the red cross is the origin. Covariances: {covs}.")
