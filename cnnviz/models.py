@@ -38,6 +38,8 @@ from .small_cnn import CHECKPOINT, CLASS_NAMES, SmallCNN, digits_preprocessing
 from .sources import SOURCES, SourceError, converted_path, load_source, source_available
 
 SMALL_CNN = "small_cnn"
+SMALL_CNN_LABEL = "trained on MNIST"
+"""How captions name the bundled small CNN's weights."""
 
 ZOO: dict[str, dict] = {
     "resnet18": {},
@@ -157,6 +159,37 @@ def package_weights_label(name: str) -> str:
     source = SOURCES[PACKAGE_WEIGHTS[name]]
     what = "HED's VGG-16 convolutions" if name == "vgg16_features" else "ImageNet weights"
     return f"{what} ({source.package} package)"
+
+
+def pretrained_choice_label(name: str) -> str:
+    """What "pretrained" means for ``name`` on this machine, for the sidebar's Weights choice."""
+    if name == SMALL_CNN:
+        return "Trained on MNIST (bundled)"
+    if name in PACKAGE_MODELS or (name in PACKAGE_WEIGHTS and not torchvision_weights_cached(name)
+                                  and source_available(PACKAGE_WEIGHTS[name])):
+        return package_weights_label(name).replace("ImageNet weights", "ImageNet")
+    return "ImageNet (torchvision)"
+
+
+def missing_weights_hint(name: str) -> str:
+    """One line saying how to get the trained weights of ``name`` (empty when they are here)."""
+    if pretrained_available(name):
+        return ""
+    if name in PACKAGE_WEIGHTS:
+        also = f" or torchvision's file with `python -m cnnviz fetch {name}`" if name in ZOO else ""
+        return (f"The trained weights of {name} are not on this machine: run `python -m cnnviz fetch "
+                f"{PACKAGE_WEIGHTS[name]}` (needs the package index once){also}.")
+    return f"ImageNet weights for {name} are not downloaded. Run `python -m cnnviz fetch {name}` on a connected machine."
+
+
+def default_model() -> str:
+    """The model the app opens on: SqueezeNet 1.1 when trained ImageNet weights for it are here
+    (torchvision's or the ndf package's), else the bundled small CNN. ``$CNNVIZ_DEFAULT_MODEL``
+    (a zoo name) overrides it, e.g. for a lab on digits."""
+    chosen = os.environ.get("CNNVIZ_DEFAULT_MODEL", "")
+    if chosen in MODEL_NAMES:
+        return chosen
+    return "squeezenet1_1" if pretrained_available("squeezenet1_1") else SMALL_CNN
 
 
 def imagenet_classes() -> list[str]:
@@ -289,7 +322,7 @@ def load_model(
             return _finish(name, module, pre, classes, weights_label, True)
         if pretrained:
             module.load_state_dict(bundled)
-            return _finish(name, module, pre, classes, "trained on digits", True)
+            return _finish(name, module, pre, classes, SMALL_CNN_LABEL, True)
         return _finish(name, _build(name), pre, classes, "random weights", False)
 
     if name in PACKAGE_MODELS:

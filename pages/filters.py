@@ -7,7 +7,7 @@ import streamlit as st
 import ui
 import ui.training
 from cnnviz.features import conv_layers, conv_weight, filter_grid
-from cnnviz.models import SMALL_CNN
+from cnnviz.models import SMALL_CNN, SMALL_CNN_LABEL
 from cnnviz.small_cnn import load_history
 
 st.title("Filters")
@@ -37,7 +37,7 @@ weight = conv_weight(model.module, layer)
 sort_by_norm = c2.checkbox("Sort by L2 norm", key="filters_sort", help="Strongest filters first.")
 epoch_caption = ""
 history = ui.training.session_history(ctx.model_key)  # a network trained on the Train page, this session
-if history is None and model.name == SMALL_CNN and model.weights == "trained on digits":
+if history is None and model.name == SMALL_CNN and model.weights == SMALL_CNN_LABEL:
     history = load_history()
 if history is not None:
     history = dict(enumerate(history)) if isinstance(history, list) else dict(history)
@@ -70,3 +70,14 @@ with right:
     fig.update_layout(height=320, margin=dict(l=10, r=10, t=40, b=10), xaxis={"type": "category"})
     st.plotly_chart(fig, width="stretch")
     st.caption("Tiles are read left to right, top to bottom, in the order of the bars.")
+
+if layer == layers[0] and max(kh, kw) <= 3 and model.pretrained:
+    st.info(
+        f"These first-layer filters are {kh}×{kw}: nine weights per colour channel hold **colour blobs and simple "
+        "gradients**, not the large oriented edge and grating patterns of AlexNet's 11×11 first layer (Krizhevsky "
+        "et al., 2012). Small-kernel networks (VGG, SqueezeNet, EfficientNet, this one) build those patterns a few "
+        "layers deeper, where stacked 3×3 kernels see a larger patch of the image. To see them, maximise an early "
+        "channel on the Class & neuron visualization page (for example the second or third convolution)."
+    )
+    st.page_link("pages/class_visualization.py", label="Neuron visualization of early channels",
+                 icon=":material/auto_awesome:")

@@ -32,6 +32,8 @@ class TrainData:
         mean, std: per-channel statistics of ``x_train`` (the normalisation).
         invert_light_background: whether the pipeline inverts light-background pictures (digits are
             light on dark).
+        pad: black pixels the pipeline adds on every side after resizing to ``size - 2 * pad`` (MNIST's
+            28×28 digits padded to 32×32, as LeNet-5 did).
     """
 
     name: str
@@ -43,6 +45,7 @@ class TrainData:
     mean: tuple[float, ...] = ()
     std: tuple[float, ...] = ()
     invert_light_background: bool = False
+    pad: int = 0
 
     def __post_init__(self) -> None:
         if not self.mean:
@@ -69,8 +72,9 @@ class TrainData:
     @property
     def preprocessing(self) -> Preprocessing:
         """The image pipeline a network trained on this data expects."""
-        return Preprocessing(resize=self.size, crop=self.size, mean=self.mean, std=self.std,
-                             invert_light_background=self.invert_light_background)
+        inner = self.size - 2 * self.pad
+        return Preprocessing(resize=inner, crop=inner, mean=self.mean, std=self.std,
+                             invert_light_background=self.invert_light_background, pad=self.pad)
 
     def normalize(self, x: Tensor) -> Tensor:
         """Pixels (N, C, H, W) in [0, 1] -> network input."""
@@ -87,7 +91,7 @@ class TrainData:
 
         ti, vi = pick(len(self.y_train), train), pick(len(self.y_val), val)
         return TrainData(f"{self.name}, subset", self.x_train[ti], self.y_train[ti], self.x_val[vi], self.y_val[vi],
-                         self.class_names, self.mean, self.std, self.invert_light_background)
+                         self.class_names, self.mean, self.std, self.invert_light_background, self.pad)
 
 
 def mnist_data(size: int = 32, train_limit: int | None = None, seed: int = 0) -> TrainData:
@@ -112,7 +116,7 @@ def mnist_data(size: int = 32, train_limit: int | None = None, seed: int = 0) ->
         train = np.sort(np.random.default_rng(seed).permutation(train)[:train_limit])
     t, v = torch.from_numpy(train), torch.from_numpy(val)
     return TrainData(f"MNIST ({len(t):,} train / {len(v):,} validation)", x[t], y[t], x[v], y[v],
-                     tuple(str(d) for d in range(10)), invert_light_background=True)
+                     tuple(str(d) for d in range(10)), invert_light_background=True, pad=max(pad, 0))
 
 
 def digits_data(seed: int = 0) -> TrainData:

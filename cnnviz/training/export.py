@@ -19,8 +19,9 @@ TRAINED = "trained_cnn"
 
 def preprocessing_of(result: TrainResult) -> Preprocessing:
     """The image pipeline the trained network expects."""
-    return Preprocessing(resize=result.size, crop=result.size, mean=result.mean, std=result.std,
-                         invert_light_background=result.invert_light_background)
+    inner = result.size - 2 * result.pad
+    return Preprocessing(resize=inner, crop=inner, mean=result.mean, std=result.std,
+                         invert_light_background=result.invert_light_background, pad=result.pad)
 
 
 def to_loaded_model(result: TrainResult, weights_label: str | None = None) -> LoadedModel:
@@ -49,6 +50,7 @@ def save_trained(result: TrainResult) -> bytes:
         "size": str(result.size),
         "channels": str(result.channels),
         "invert_light_background": json.dumps(result.invert_light_background),
+        "pad": str(result.pad),
         "best_epoch": str(result.best_epoch),
         "val_accuracy": f"{result.val_accuracy:.4f}",
         "history": json.dumps(history),
@@ -76,7 +78,9 @@ def load_trained(data: bytes) -> LoadedModel:
     model = build_network(config.net, int(meta["channels"]), len(classes), int(meta["size"]), torch.Generator())
     model.load_state_dict(state)
     model.eval()
-    pre = Preprocessing(resize=int(meta["size"]), crop=int(meta["size"]), mean=tuple(json.loads(meta["mean"])),
-                        std=tuple(json.loads(meta["std"])), invert_light_background=json.loads(meta["invert_light_background"]))
+    pad = int(meta.get("pad", "0"))
+    inner = int(meta["size"]) - 2 * pad
+    pre = Preprocessing(resize=inner, crop=inner, mean=tuple(json.loads(meta["mean"])), std=tuple(json.loads(meta["std"])),
+                        invert_light_background=json.loads(meta["invert_light_background"]), pad=pad)
     label = f"trained on {meta['dataset'].split(' (')[0]} ({float(meta['val_accuracy']):.1%} validation), from a file"
     return LoadedModel(TRAINED, model, pre, classes, label, True)

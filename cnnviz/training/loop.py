@@ -138,7 +138,7 @@ class TrainResult:
     Attributes:
         model: the network in eval mode (the best validation epoch's weights when ``keep_best``).
         config: the ``TrainConfig``; data_name, class_names, mean, std, size, channels,
-            invert_light_background: what is needed to use the network on images.
+            invert_light_background, pad: what is needed to use the network on images.
         history: the "epoch" records.
         snapshots: state dicts before training (epoch 0) and after each epoch.
         best_epoch: the epoch whose weights the model holds (0: none finished).
@@ -155,6 +155,7 @@ class TrainResult:
     size: int
     channels: int
     invert_light_background: bool
+    pad: int = 0
     history: list[Record] = field(default_factory=list)
     snapshots: list[dict[str, Tensor]] = field(default_factory=list)
     best_epoch: int = 0
@@ -288,7 +289,7 @@ def train(
     total = config.epochs * per_epoch if max_iterations is None else min(max_iterations, config.epochs * per_epoch)
     eval_idx = torch.randperm(n, generator=torch.Generator().manual_seed(config.seed + 1))[: config.eval_train]
     result = TrainResult(model, config, data.name, data.class_names, data.mean, data.std, data.size, data.channels,
-                         data.invert_light_background, snapshots=[_snapshot(model)])
+                         data.invert_light_background, data.pad, snapshots=[_snapshot(model)])
     best_acc, best_state, since_best = -1.0, None, 0
 
     def emit(record: Record) -> Record:

@@ -69,7 +69,7 @@ def overfit_small_sample(config: TrainConfig, data: TrainData, batches: int = 5,
     """
     n = batches * config.batch_size
     small = TrainData(f"{n} images of {data.name}", data.x_train[:n], data.y_train[:n], data.x_train[:n],
-                      data.y_train[:n], data.class_names, data.mean, data.std, data.invert_light_background)
+                      data.y_train[:n], data.class_names, data.mean, data.std, data.invert_light_background, data.pad)
     plain = replace(config, epochs=max_epochs, schedule="constant", warmup_epochs=0, weight_decay=0.0,
                     regularization="none", patience=None, keep_best=False, eval_train=n,
                     net=replace(config.net, dropout=0.0, dropconnect=0.0, stochastic_depth=0.0),
