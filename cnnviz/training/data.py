@@ -94,9 +94,19 @@ class TrainData:
                          self.class_names, self.mean, self.std, self.invert_light_background, self.pad)
 
 
+def _frame(x: Tensor, size: int) -> tuple[Tensor, int]:
+    """28×28 digits (N, 1, 28, 28) padded with black to ``size`` (or resized when smaller); the padding."""
+    pad = (size - 28) // 2
+    if pad > 0:
+        return F.pad(x, [pad, size - 28 - pad, pad, size - 28 - pad]), pad
+    if size != 28:
+        return F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False), 0
+    return x, 0
+
+
 def mnist_data(size: int = 32, train_limit: int | None = None, seed: int = 0) -> TrainData:
     """The real MNIST digits (4,000 train / 1,000 held out, ``cnnviz.data.mnist_split``), 28×28 padded
-    with black to ``size`` (32 by default, like the bundled small CNN).
+    with black to ``size`` (32 by default, like the bundled small CNN and LeNet-5).
 
     Raises:
         SourceError: when the digits are not fetched yet (the message says how).
@@ -105,31 +115,28 @@ def mnist_data(size: int = 32, train_limit: int | None = None, seed: int = 0) ->
 
     pixels, labels = mnist_arrays()
     train, val = mnist_split(seed)
-    x = torch.from_numpy(pixels).float().div_(255.0).unsqueeze(1)
-    pad = (size - 28) // 2
-    if pad > 0:
-        x = F.pad(x, [pad, size - 28 - pad, pad, size - 28 - pad])
-    elif size != 28:
-        x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+    x, pad = _frame(torch.from_numpy(pixels).float().div_(255.0).unsqueeze(1), size)
     y = torch.from_numpy(labels)
     if train_limit is not None and train_limit < len(train):
         train = np.sort(np.random.default_rng(seed).permutation(train)[:train_limit])
     t, v = torch.from_numpy(train), torch.from_numpy(val)
     return TrainData(f"MNIST ({len(t):,} train / {len(v):,} validation)", x[t], y[t], x[v], y[v],
-                     tuple(str(d) for d in range(10)), invert_light_background=True, pad=max(pad, 0))
+                     tuple(str(d) for d in range(10)), invert_light_background=True, pad=pad)
 
 
-def digits_data(seed: int = 0) -> TrainData:
-    """scikit-learn's 1,797 digits at 32×32 with the bundled small CNN's seeded 80/20 split."""
+def digits_data(size: int = 32, seed: int = 0) -> TrainData:
+    """scikit-learn's 1,797 digits, framed as MNIST frames its digits (28×28) and padded to ``size``,
+    with the seeded stratified 80/20 split of ``cnnviz.small_cnn.digits_split``."""
     from ..small_cnn import digits_split, load_digits_images
 
     images, labels = load_digits_images()
     train, val = digits_split(seed)
     x = torch.stack([TF.pil_to_tensor(im.convert("L")) for im in images]).float().div_(255.0)
+    x, pad = _frame(x, size) if x.shape[-1] == 28 else (x, 0)
     y = torch.from_numpy(labels)
     t, v = torch.from_numpy(np.sort(train)), torch.from_numpy(np.sort(val))
     return TrainData(f"digits, scikit-learn ({len(t):,} train / {len(v):,} validation)", x[t], y[t], x[v], y[v],
-                     tuple(str(d) for d in range(10)), invert_light_background=True)
+                     tuple(str(d) for d in range(10)), invert_light_background=True, pad=pad)
 
 
 def faces_dataset() -> ImageDataset:
