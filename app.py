@@ -8,6 +8,14 @@ st.set_page_config(page_title="cnnviz", page_icon=":material/visibility:", layou
 
 PAGES = {
     "": [st.Page("pages/home.py", title="Home", icon=":material/home:", default=True)],
+    "Training": [
+        st.Page("pages/activation_functions.py", title="Activation functions", icon=":material/show_chart:"),
+        st.Page("pages/preprocessing.py", title="Preprocessing", icon=":material/tune:"),
+        st.Page("pages/initialization.py", title="Weight initialisation", icon=":material/casino:"),
+        st.Page("pages/train.py", title="Train a CNN", icon=":material/model_training:"),
+        st.Page("pages/recipe.py", title="Training recipe", icon=":material/checklist:"),
+        st.Page("pages/transfer.py", title="Transfer learning", icon=":material/move_up:"),
+    ],
     "Look inside": [
         st.Page("pages/filters.py", title="Filters", icon=":material/grid_on:"),
         st.Page("pages/activations.py", title="Activations", icon=":material/thermostat:"),

@@ -5,6 +5,7 @@ import plotly.express as px
 import streamlit as st
 
 import ui
+import ui.training
 from cnnviz.features import conv_layers, conv_weight, filter_grid
 from cnnviz.models import SMALL_CNN, SMALL_CNN_LABEL
 from cnnviz.small_cnn import load_history
@@ -19,8 +20,8 @@ ui.explainer(
     "one-channel inputs such as the digits, in gray; trained networks learn oriented edges, colour blobs and "
     "gratings there (Krizhevsky et al., 2012; Zeiler & Fergus, 2014). Filters of **deeper layers** look at "
     "the previous layer's feature maps: one gray grid per input channel, which is why they are hard to "
-    "read directly. With **random weights** the filters are noise. For the small CNN the slider replays "
-    "training: epoch 0 is the random initialisation."
+    "read directly. With **random weights** the filters are noise. For the small CNN, and for a network "
+    "trained on the Train page, the slider replays training: epoch 0 is the random initialisation."
 )
 
 ctx = ui.context()
@@ -35,8 +36,11 @@ layer = c1.selectbox("Convolution layer", layers, key="filters_layer")
 weight = conv_weight(model.module, layer)
 sort_by_norm = c2.checkbox("Sort by L2 norm", key="filters_sort", help="Strongest filters first.")
 epoch_caption = ""
-if model.name == SMALL_CNN and model.weights == SMALL_CNN_LABEL:
-    history = dict(load_history())
+history = ui.training.session_history(ctx.model_key)  # a network trained on the Train page, this session
+if history is None and model.name == SMALL_CNN and model.weights == SMALL_CNN_LABEL:
+    history = load_history()
+if history is not None:
+    history = dict(enumerate(history)) if isinstance(history, list) else dict(history)
     last = max(history)
     epoch = c3.slider("Training epoch", 0, last, last, key="filters_epoch", help="0 is the random initialisation.")
     weight = history[epoch][f"{layer}.weight"]

