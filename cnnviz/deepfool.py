@@ -89,6 +89,39 @@ def candidate_gradients(logits: Tensor, pixels: Tensor, classes: Tensor) -> Tens
     return grads
 
 
+def boundary_step(logits: Tensor, grads: Tensor, pixels: Tensor, classes: Tensor, linf: bool = False) -> Tensor:
+    """DeepFool's step: onto the nearest boundary of the classifier linearised at ``pixels``.
+
+    Directions that would push a pixel at 0 or 1 further out are dropped first (the clip would undo them).
+
+    Args:
+        logits: (N, num_classes) at ``pixels``.
+        grads: (K, N, C, H, W) gradients of the logits ``classes`` (``candidate_gradients``).
+        pixels: (N, C, H, W) in [0, 1].
+        classes: (N, K), the label to leave first.
+        linf: measure distances in ℓ∞ (steps of equal size on every pixel) instead of L2.
+
+    Returns:
+        (N, C, H, W) steps.
+    """
+    chosen = logits.gather(1, classes)  # (N, K)
+    f = chosen[:, 1:] - chosen[:, :1]  # (N, K-1), negative while the label wins
+    w = (grads[1:] - grads[:1]).transpose(0, 1)  # (N, K-1, C, H, W)
+    edge = pixels.unsqueeze(1)
+    w = w.masked_fill(((edge <= 0) & (w < 0)) | ((edge >= 1) & (w > 0)), 0.0)
+    # distance to each linearised boundary: |f| / ‖w‖_q, q dual to the norm measured (L2: 2, ℓ∞: 1)
+    w_norm = w.flatten(2).norm(p=1 if linf else 2, dim=2)  # (N, K-1)
+    distance = (f.abs() / w_norm.clamp_min(1e-12)).masked_fill(w_norm == 0, float("inf"))
+    best = distance.argmin(1)  # the nearest boundary
+    rows = torch.arange(len(pixels), device=pixels.device)
+    w_best, reach = w[rows, best], (distance[rows, best] + 1e-4).view(-1, 1, 1, 1)
+    if linf:  # every pixel moves by the same amount
+        step = reach * w_best.sign()
+    else:  # along w
+        step = reach * w_best / w_norm[rows, best].clamp_min(1e-12).view(-1, 1, 1, 1)
+    return torch.nan_to_num(step, nan=0.0, posinf=0.0, neginf=0.0)
+
+
 def _check(classes: int, overshoot: float, max_iter: int) -> None:
     if not isinstance(classes, int) or classes < 2:
         raise ValueError(f"DeepFool needs at least 2 candidate classes, not {classes!r}.")
@@ -151,22 +184,7 @@ def deepfool_pixels(
                 break
             grads = candidate_gradients(out, current, candidates[active])[:, still]  # (K, A, C, H, W)
         out, current, active = out.detach()[still], current.detach()[still], active[still]
-        chosen = out.gather(1, candidates[active])  # (A, K)
-        f = chosen[:, 1:] - chosen[:, :1]  # (A, K-1), negative while the label wins
-        w = (grads[1:] - grads[:1]).transpose(0, 1)  # (A, K-1, C, H, W)
-        edge = current.unsqueeze(1)
-        w = w.masked_fill(((edge <= 0) & (w < 0)) | ((edge >= 1) & (w > 0)), 0.0)  # moves the clip would undo
-        # distance to each linearised boundary in the chosen norm: |f| / ‖w‖_q with q dual to p
-        w_norm = w.flatten(2).norm(p=1 if linf else 2, dim=2)  # (A, K-1)
-        distance = (f.abs() / w_norm.clamp_min(1e-12)).masked_fill(w_norm == 0, float("inf"))
-        best = distance.argmin(1)  # the nearest boundary
-        rows = torch.arange(len(active), device=original.device)
-        w_best, reach = w[rows, best], (distance[rows, best] + 1e-4).view(-1, 1, 1, 1)
-        if linf:  # the ℓ∞ step onto the hyperplane: every pixel moves by the same amount
-            step = reach * w_best.sign()
-        else:  # the ℓ2 step onto the hyperplane: along w
-            step = reach * w_best / w_norm[rows, best].clamp_min(1e-12).view(-1, 1, 1, 1)
-        step = torch.nan_to_num(step, nan=0.0, posinf=0.0, neginf=0.0)
+        step = boundary_step(out, grads, current, candidates[active], linf)
         total[active] = (original[active] + total[active] + step).clamp(0, 1) - original[active]
         iterations[active] += 1
 

@@ -7,6 +7,7 @@ import math
 
 import numpy as np
 import plotly.graph_objects as go
+from plotly.subplots import make_subplots
 import streamlit as st
 import torch
 from safetensors.torch import save as safetensors_bytes
@@ -51,27 +52,48 @@ pre = model.preprocessing
 # --- DeepFool on the current image ----------------------------------------------------------
 
 st.header("The smallest change that fools it")
-c1, c2, c3, c4 = st.columns(4)
+c1, c2, c3, c4, c5 = st.columns(5)
 n_classes = len(model.class_names)
-overshoot = c1.slider("Overshoot", 0.0, 0.2, 0.02, 0.01, key="df_overshoot")
-classes = c2.slider("Candidate classes", 2, min(20, n_classes), min(10, n_classes), key="df_classes")
-max_iter = c3.slider("Most DeepFool steps", 1, 200, 50, key="df_iter")
-compare = c4.checkbox("Compare with FGSM and PGD at their smallest ε", value=True, key="df_compare")
+df_norm = c1.radio("Smallest in", ["L2", "ℓ∞"], horizontal=True, key="df_norm",
+                   help="L2: the DeepFool of the paper. ℓ∞: its variant (section 3.3) that keeps the largest pixel change small.")
+overshoot = c2.slider("Overshoot", 0.0, 0.2, 0.02, 0.01, key="df_overshoot")
+classes = c3.slider("Candidate classes", 2, min(20, n_classes), min(10, n_classes), key="df_classes")
+max_iter = c4.slider("Most DeepFool steps", 1, 200, 50, key="df_iter")
+compare = c5.checkbox("Compare with FGSM and PGD at their smallest ε", value=True, key="df_compare")
 df_params = {
-    "model": ctx.model_key, "image": ctx.image_key, "overshoot": overshoot, "classes": classes,
+    "model": ctx.model_key, "image": ctx.image_key, "norm": df_norm, "overshoot": overshoot, "classes": classes,
     "max_iter": max_iter, "compare": compare,
 }
 
 
 def smallest_changes(progress) -> dict:
     progress(0.0, "DeepFool")
-    found = deepfool(model, ctx.x, classes=classes, overshoot=overshoot, max_iter=max_iter)
+    found = deepfool(model, ctx.x, classes=classes, overshoot=overshoot, max_iter=max_iter, p=2 if df_norm == "L2" else math.inf)
     out = {"deepfool": found, "before": predict(model, ctx.x)[0], "after": predict(model, pre.normalize(found.adversarial))[0]}
     if compare:
         for i, method in enumerate(("FGSM", "PGD")):
             progress(0.1 + 0.45 * i, f"bisection over ε for {method}")
             out[method] = adversarial.smallest_epsilon(model, ctx.x, method)
     return out
+
+
+def norms_figure(found: dict) -> go.Figure:
+    """Two panels of bars: the L2 norm and the largest pixel change of DeepFool's, FGSM's and PGD's changes."""
+    rows = [(f"DeepFool ({df_norm})", found["deepfool"].perturbation)]
+    for method in ("FGSM", "PGD"):
+        levels, attack = found[method]
+        rows.append((f"{method}, ε = {levels}/255" if levels else f"{method}: none ≤ {adversarial.MAX_EPSILON_LEVELS}/255",
+                     attack.perturbation if levels else None))
+    fig = make_subplots(rows=1, cols=2, subplot_titles=["L2 norm (pixels in 0…1)", "largest pixel change (levels)"],
+                        shared_yaxes=True, horizontal_spacing=0.05)
+    names = [name for name, _ in rows]
+    for col, size in ((1, lambda d: float(d.flatten().norm())), (2, lambda d: float(d.abs().max()) * 255)):
+        values = [size(d) if d is not None else 0.0 for _, d in rows]
+        texts = [f"{v:.2f}" if d is not None else "—" for v, (_, d) in zip(values, rows)]
+        fig.add_trace(go.Bar(x=values, y=names, orientation="h", text=texts, textposition="auto"), row=1, col=col)
+    fig.update_layout(title="The smallest fooling change of each method", showlegend=False, height=280,
+                      yaxis={"autorange": "reversed"}, margin=dict(l=10, r=10, t=70, b=10))
+    return fig
 
 
 if st.button("Find the smallest change", key="df_run", type="primary", icon=":material/compress:"):
@@ -101,17 +123,7 @@ if st.session_state.get("df_params") == df_params:
         optimization.top5_chart(found["after"], "After DeepFool: top-5", "df_after")
     with c3:
         if compare:
-            names, norms, texts = ["DeepFool"], [float(result.norm[0])], [f"{float(result.norm[0]):.2f}"]
-            for method in ("FGSM", "PGD"):
-                levels, attack = found[method]
-                names.append(f"{method}, ε = {levels}/255" if levels else f"{method}: no flip ≤ {adversarial.MAX_EPSILON_LEVELS}/255")
-                norm = float(attack.perturbation.flatten().norm())
-                norms.append(norm if levels else 0.0)
-                texts.append(f"{norm:.2f}" if levels else "—")
-            fig = go.Figure(go.Bar(x=norms, y=names, orientation="h", text=texts, textposition="auto"))
-            fig.update_layout(title="L2 norm of the smallest fooling change", xaxis_title="L2 norm (pixels in 0…1)",
-                              yaxis={"autorange": "reversed"}, height=260, margin=dict(l=10, r=10, t=50, b=10))
-            st.plotly_chart(fig, width="stretch", key="df_norms")
+            st.plotly_chart(norms_figure(found), width="stretch", key="df_norms")
             st.caption("FGSM and PGD (20 steps) at the smallest whole ε that flips the label, found by bisection; "
                        "their images are rounded to 8-bit levels, DeepFool's is not.")
 
@@ -165,8 +177,8 @@ def choose_images() -> tuple[ImageDataset, ImageDataset, str]:
         return *_digits(mnist, int(train), int(held)), f"digits:{mnist}:{train}:{held}"
     source = st.radio("Images", [CROPS, FOLDER, ZIP], horizontal=True, key="uap_source")
     if source == CROPS:
-        train = left.number_input("Crops to compute on", 8, 400, 32, step=8, key="uap_train_crops")
-        held = right.number_input("Held-out crops", 8, 400, 32, step=8, key="uap_held_crops")
+        train = left.number_input("Crops to compute on", 4, 400, 32, step=8, key="uap_train_crops")
+        held = right.number_input("Held-out crops", 4, 400, 32, step=8, key="uap_held_crops")
         st.caption(f"A small sample: {train} random crops (half of them mirrored) of the 8 gallery photos to compute on, "
                    f"and {held} other crops of the same photos held out. The held-out crops overlap the photos v saw, "
                    "so their fooling rate flatters v; upload your own photos for a fairer test.")
