@@ -425,6 +425,26 @@ def folder_dataset(folder: str | os.PathLike, name: str | None = None, max_files
     return ImageDataset(name or root.name, images, labels, class_names, {k: v for k, v in skipped.items() if v})
 
 
+def uploaded_images_dataset(files: Sequence[bytes], name: str = "your photos", max_files: int = MAX_ZIP_FILES) -> ImageDataset:
+    """Uploaded image files (their bytes) as one dataset of class "(none)"; unreadable files are skipped and counted.
+
+    Raises:
+        ValueError: more than ``max_files`` files, or none readable.
+    """
+    if len(files) > max_files:
+        raise ValueError(f"More than {max_files} files; use fewer photos.")
+    images, unreadable = [], 0
+    for data in files:
+        try:
+            images.append(load_image(data, max_side=MAX_DATASET_SIDE))
+        except ImageError:
+            unreadable += 1
+    if not images:
+        raise ValueError(f"None of the {len(files)} files is a readable image. Use PNG or JPEG photos.")
+    skipped = {"unreadable image": unreadable} if unreadable else {}
+    return ImageDataset(name, images, np.zeros(len(images), dtype=np.int64), ("(none)",), skipped)
+
+
 def zip_dataset(
     source: ZipSource, target: str | os.PathLike, name: str = "uploaded zip", max_files: int = MAX_ZIP_FILES,
     max_bytes: int = MAX_ZIP_BYTES,

@@ -5,7 +5,6 @@ import hashlib
 import json
 import math
 
-import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 import streamlit as st
@@ -13,12 +12,11 @@ import torch
 from safetensors.torch import save as safetensors_bytes
 
 import ui
-from ui import optimization
+from ui import datasets, optimization
 from cnnviz import adversarial, universal
-from cnnviz.data import ImageDataset, digits_dataset, mnist_available, mnist_dataset, photo_crops_dataset, zip_dataset
+from cnnviz.data import ImageDataset
 from cnnviz.deepfool import deepfool
 from cnnviz.display import pixels_to_array, png_bytes
-from cnnviz.images import ImageError, load_image
 from cnnviz.models import MODEL_NAMES, SMALL_CNN, predict, pretrained_available
 
 st.title("Smallest and universal perturbations")
@@ -45,6 +43,7 @@ ui.explainer(
 )
 
 ctx = ui.context()
+ui.require_classes(ctx, "class scores to fool")
 model = ctx.model
 small = model.input_size[0] == 1
 pre = model.preprocessing
@@ -130,74 +129,7 @@ if st.session_state.get("df_params") == df_params:
 # --- one universal perturbation -------------------------------------------------------------
 
 st.header("One perturbation that fools it on most images")
-CROPS, FOLDER, ZIP = "crops of the gallery photos (offline)", "a folder of your photos", "a zip of your photos"
-
-
-@st.cache_resource(show_spinner="Loading the images…", max_entries=8)
-def _digits(mnist: bool, train: int, held_out: int) -> tuple[ImageDataset, ImageDataset]:
-    if mnist:
-        return mnist_dataset("train", limit=train), mnist_dataset("test", limit=held_out)
-    rest, kept = digits_dataset().split(held_out, seed=0)
-    return rest.subset(range(min(train, len(rest)))), kept
-
-
-@st.cache_resource(show_spinner="Cutting crops…", max_entries=8)
-def _crops(train: int, held_out: int) -> tuple[ImageDataset, ImageDataset]:
-    return photo_crops_dataset(train, seed=0), photo_crops_dataset(held_out, seed=1)
-
-
-@st.cache_resource(show_spinner="Reading your photos…", max_entries=4)
-def _uploaded(digest: str, _files: tuple[bytes, ...], zipped: bool) -> tuple[ImageDataset, ImageDataset]:
-    if zipped:
-        import tempfile
-
-        dataset = zip_dataset(_files[0], tempfile.mkdtemp(prefix="cnnviz_uap_"), name="your photos")
-    else:
-        images = []
-        for data in _files:
-            try:
-                images.append(load_image(data, max_side=512))
-            except ImageError:
-                continue
-        if len(images) < 2:
-            raise ValueError("At least 2 readable photos are needed: some to compute on, some held out.")
-        dataset = ImageDataset("your photos", images, np.zeros(len(images)), ("(none)",))
-    return dataset.split(0.25, seed=0)
-
-
-def choose_images() -> tuple[ImageDataset, ImageDataset, str]:
-    """Widgets for the images to compute on and the held-out images; returns both and a cache key."""
-    left, right = st.columns(2)
-    if small:
-        mnist = mnist_available()
-        train = left.number_input("Digits to compute on", 20, 4000 if mnist else 1400, 500, step=100, key="uap_train")
-        held = right.number_input("Held-out digits", 20, 1000 if mnist else 360, 300, step=100, key="uap_held")
-        if not mnist:
-            st.caption("MNIST is not fetched (`python -m cnnviz fetch --sources`), so scikit-learn's digits are used.")
-        return *_digits(mnist, int(train), int(held)), f"digits:{mnist}:{train}:{held}"
-    source = st.radio("Images", [CROPS, FOLDER, ZIP], horizontal=True, key="uap_source")
-    if source == CROPS:
-        train = left.number_input("Crops to compute on", 4, 400, 32, step=8, key="uap_train_crops")
-        held = right.number_input("Held-out crops", 4, 400, 32, step=8, key="uap_held_crops")
-        st.caption(f"A small sample: {train} random crops (half of them mirrored) of the 8 gallery photos to compute on, "
-                   f"and {held} other crops of the same photos held out. The held-out crops overlap the photos v saw, "
-                   "so their fooling rate flatters v; upload your own photos for a fairer test.")
-        return *_crops(int(train), int(held)), f"crops:{train}:{held}"
-    if source == FOLDER:
-        files = st.file_uploader("A folder of photos", type=ui.IMAGE_TYPES, accept_multiple_files="directory", key="uap_folder")
-        blobs = tuple(f.getvalue() for f in files or [])
-    else:
-        upload = st.file_uploader("A zip of photos", type=["zip"], key="uap_zip")
-        blobs = (upload.getvalue(),) if upload is not None else ()
-    if not blobs:
-        st.info("Choose your photos: a quarter of them (seeded) are held out, the rest are used to compute v.")
-        st.stop()
-    digest = hashlib.sha256(b"".join(hashlib.sha256(b).digest() for b in blobs)).hexdigest()
-    compute_on, held_out = ui.run_or_explain(_uploaded, digest, blobs, source == ZIP)
-    return compute_on, held_out, f"upload:{digest}"
-
-
-compute_on, held_out, data_key = choose_images()
+compute_on, held_out, data_key = datasets.choose_split(model.name, "uap")
 c1, c2, c3, c4, c5 = st.columns(5)
 norm = c1.radio("Norm", ["ℓ∞", "ℓ2"], horizontal=True, key="uap_norm")
 if norm == "ℓ∞":
@@ -296,9 +228,10 @@ def show_universal(step: universal.UniversalStep, live: bool) -> None:
 
 def transfer_section(v: torch.Tensor, held_out: ImageDataset, digest: str) -> None:
     st.subheader("Transfer: the same v on another network")
-    others = [n for n in MODEL_NAMES if n not in (SMALL_CNN, model.name)]
+    others = sorted((n for n in MODEL_NAMES if n not in (SMALL_CNN, model.name)), key=lambda n: not pretrained_available(n))
     left, right = st.columns([2, 3])
-    other = left.selectbox("Second network", others, key="uap_other")
+    other = left.selectbox("Second network", others, key="uap_other",
+                           format_func=lambda n: f"{n} ({'trained' if pretrained_available(n) else 'random weights'})")
     weights = ui.PRETRAINED if pretrained_available(other) else ui.RANDOM
     if left.button("Try v on it", key="uap_transfer"):
         st.session_state["uap_transfer_for"] = (other, digest)
@@ -306,6 +239,9 @@ def transfer_section(v: torch.Tensor, held_out: ImageDataset, digest: str) -> No
         right.caption(f"v is resized to {other}'s input size and added to the same held-out images.")
         return
     second = ui.cached_model(other, weights)
+    if not second.classifies:
+        right.info(f"{other} has no class scores, so nothing can be fooled there. Choose another network.")
+        return
     key = ("uap_transfer", other, weights, data_key, digest, p)
     check = ui.cached(key, lambda progress: universal.evaluate(second, held_out, v, p), f"Trying v on {other}")
     right.metric(f"Held-out images fooled on {second.label}", f"{check.fooling_rate:.0%}",
