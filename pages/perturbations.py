@@ -88,7 +88,7 @@ def norms_figure(found: dict) -> go.Figure:
     names = [name for name, _ in rows]
     for col, size in ((1, lambda d: float(d.flatten().norm())), (2, lambda d: float(d.abs().max()) * 255)):
         values = [size(d) if d is not None else 0.0 for _, d in rows]
-        texts = [f"{v:.2f}" if d is not None else "—" for v, (_, d) in zip(values, rows)]
+        texts = [f"{v:.3g}" if d is not None else "—" for v, (_, d) in zip(values, rows)]
         fig.add_trace(go.Bar(x=values, y=names, orientation="h", text=texts, textposition="auto"), row=1, col=col)
     fig.update_layout(title="The smallest fooling change of each method", showlegend=False, height=280,
                       yaxis={"autorange": "reversed"}, margin=dict(l=10, r=10, t=70, b=10))
@@ -103,11 +103,11 @@ if st.session_state.get("df_params") == df_params:
     amplified, scale = result.amplified_perturbation()
     c1, c2, c3 = st.columns(3)
     c1.image(optimization.visible(result.original), caption=f"original · {model.label}", width="stretch")
-    c2.image(optimization.visible(amplified), caption=f"DeepFool's perturbation × {scale:.1f} (gray = 0)", width="stretch")
+    c2.image(optimization.visible(amplified), caption=f"DeepFool's perturbation × {scale:,.0f} (gray = 0)", width="stretch")
     c3.image(optimization.visible(result.adversarial), caption="original + perturbation (clipped to 0…1)", width="stretch")
     before, after = found["before"][0], found["after"][0]
-    norm_text = (f"L2 norm {float(result.norm[0]):.3f} ({float(result.relative_norm[0]):.1%} of the image's), "
-                 f"largest pixel change {float(result.perturbation.abs().max()) * 255:.1f} of 255 levels, "
+    norm_text = (f"L2 norm {float(result.norm[0]):.3g} ({float(result.relative_norm[0]) * 100:.2g} % of the image's), "
+                 f"largest pixel change {float(result.perturbation.abs().max()) * 255:.2g} of 255 levels, "
                  f"{int(result.iterations[0])} DeepFool steps")
     if bool(result.fooled[0]):
         st.success(f"'{before[0]}' ({before[1]:.1%}) → '{after[0]}' ({after[1]:.1%}) with {norm_text}.")
@@ -133,13 +133,13 @@ compute_on, held_out, data_key = datasets.choose_split(model.name, "uap")
 c1, c2, c3, c4, c5 = st.columns(5)
 norm = c1.radio("Norm", ["ℓ∞", "ℓ2"], horizontal=True, key="uap_norm")
 if norm == "ℓ∞":
-    levels = c2.slider("ξ (pixel levels of 255)", 1, 128, 64 if small else 10, key="uap_xi")
+    levels = c2.slider("ξ (pixel levels of 255)", 1, 128, 80 if small else 10, key="uap_xi")
     xi, p, xi_text = levels / 255, math.inf, f"{levels}/255"
 else:
     xi = c2.slider("ξ (L2 norm, pixels in 0…1)", 0.5, 40.0, 4.0 if small else 8.0, 0.5, key="uap_xi2")
     p, xi_text = 2.0, f"{xi:g}"
 target = c3.slider("Target fooling rate", 0.1, 1.0, 0.8, 0.05, key="uap_target")
-passes = c4.slider("Most passes", 1, 10, 5 if small else 3, key="uap_passes")
+passes = c4.slider("Most passes", 1, 10, 3, key="uap_passes")
 seed = c5.number_input("Seed", 0, 10_000, 0, key="uap_seed")
 uap_params = {
     "model": model.name, "weights": model.weights, "data": data_key, "norm": norm, "xi": xi_text,
@@ -177,7 +177,7 @@ def show_universal(step: universal.UniversalStep, live: bool) -> None:
     view, scale = universal.amplify(v)
     if live:
         c1, c2 = st.columns([1, 2])
-        c1.image(optimization.visible(view), caption=f"v so far × {scale:.1f} · pass {step.pass_index}", width=256)
+        c1.image(optimization.visible(view), caption=f"v so far × {scale:.3g} · pass {step.pass_index}", width=256)
         if step.fooling_rate_per_pass:
             c2.plotly_chart(rate_figure(step.fooling_rate_per_pass, "Fooling rate after each pass"), key="uap_live_curve")
         return
@@ -191,7 +191,7 @@ def show_universal(step: universal.UniversalStep, live: bool) -> None:
     check = ui.cached(("uap_eval", ctx.model_key, data_key, digest, p), lambda progress: universal.evaluate(model, held_pixels, v, p),
                       "Trying v on the held-out images")
     c1, c2 = st.columns([1, 2])
-    c1.image(optimization.visible(view), caption=f"{which} × {scale:.1f} (gray = 0) · ‖v‖ ≤ ξ = {xi_text} ({norm})", width="stretch")
+    c1.image(optimization.visible(view), caption=f"{which} × {scale:.3g} (gray = 0) · ‖v‖ ≤ ξ = {xi_text} ({norm})", width="stretch")
     with c2:
         m1, m2, m3 = st.columns(3)
         m1.metric(f"Images v was computed on ({step.total})", f"{max(rates):.0%}" if rates else "—")

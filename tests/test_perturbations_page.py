@@ -76,6 +76,10 @@ def test_page_in_browser(page, app_url):
         box.fill("100")
         box.press("Enter")
         wait_for_app(page)
+    passes = page.get_by_role("slider", name="Most passes")
+    passes.focus()
+    page.keyboard.press("Home")  # one pass
+    wait_for_app(page)
     page.get_by_role("button", name="Compute the universal perturbation").click()
     page.get_by_text("Download v (safetensors)").first.wait_for(timeout=300_000)
     wait_for_app(page)
