@@ -14,8 +14,9 @@ $(VENV)/.deps: requirements.txt
 	$(PY) -m pip install -r requirements.txt
 	touch $@
 
-$(VENV)/.test-deps: $(VENV)/.deps requirements-test.txt
+$(VENV)/.test-deps: $(VENV)/.deps requirements-test.txt requirements-test-nodeps.txt
 	$(PY) -m pip install -r requirements-test.txt
+	$(PY) -m pip install --no-deps -r requirements-test-nodeps.txt
 	@test -x /usr/bin/chromium || { $(SUDO) apt-get update && $(SUDO) apt-get install -y chromium; }
 	touch $@
 

@@ -28,6 +28,7 @@ PAGES = {
     "Generate images": [
         st.Page("pages/class_visualization.py", title="Class & neuron visualization", icon=":material/palette:"),
         st.Page("pages/adversarial.py", title="Adversarial examples", icon=":material/theater_comedy:"),
+        st.Page("pages/perturbations.py", title="Smallest & universal perturbations", icon=":material/blur_on:"),
         st.Page("pages/inversion.py", title="Feature inversion", icon=":material/replay:"),
         st.Page("pages/deepdream.py", title="DeepDream", icon=":material/cyclone:"),
     ],

@@ -174,3 +174,57 @@ def attack(model: LoadedModel, x: Tensor, epsilon_levels: float = 8, **params) -
     for last in attack_steps(model, x, epsilon_levels, **params):
         pass
     return finish_attack(model, x, last, epsilon_levels, params.get("target"), params.get("labels"))
+
+
+def smallest_epsilon(
+    model: LoadedModel,
+    x: Tensor,
+    method: str = "FGSM",
+    max_levels: int = MAX_EPSILON_LEVELS,
+    steps: int = 20,
+    step_fraction: float = 0.25,
+    random_start: bool = False,
+    seed: int = 0,
+) -> tuple[int | None, AttackResult]:
+    """The smallest ε, in whole pixel levels, at which an untargeted attack changes the label (bisection).
+
+    Bisection assumes that an attack which works at ε also works at any larger ε (true for PGD in
+    practice, nearly so for FGSM). The label to move away from is the prediction for ``x``.
+
+    Args:
+        x: one normalised input (1, C, H, W).
+        method: "FGSM" or "PGD".
+        max_levels: the largest ε tried (at most ``MAX_EPSILON_LEVELS``).
+        steps, step_fraction, random_start, seed: PGD's steps, its step size as a fraction of ε (at
+            least a quarter level), random start and seed.
+
+    Returns:
+        (ε in levels, the attack at that ε), or (None, the attack at ``max_levels``) when even that
+        does not change the label.
+    """
+    if x.dim() != 4 or len(x) != 1:
+        raise ValueError(f"The bisection runs on one image (1, C, H, W), not {tuple(x.shape)}.")
+    if not 1 <= max_levels <= MAX_EPSILON_LEVELS:
+        raise ValueError(f"max_levels must be between 1 and {MAX_EPSILON_LEVELS}, not {max_levels}.")
+    with torch.no_grad():
+        labels = model.module(x).argmax(1)
+    pgd = method.upper() == "PGD"
+
+    def run(levels: int) -> AttackResult:
+        return attack(
+            model, x, levels, method=method, labels=labels, steps=steps,
+            step_levels=max(levels * step_fraction, 0.25) if pgd else None, random_start=random_start, seed=seed,
+        )
+
+    high = run(max_levels)
+    if not high.success[0]:
+        return None, high
+    low_levels, high_levels = 0, max_levels  # fails at low (0 changes nothing), works at high
+    while high_levels - low_levels > 1:
+        middle = (low_levels + high_levels) // 2
+        result = run(middle)
+        if result.success[0]:
+            high_levels, high = middle, result
+        else:
+            low_levels = middle
+    return high_levels, high

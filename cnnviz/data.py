@@ -102,6 +102,22 @@ class ImageDataset:
             name or self.name, [self.images[i] for i in indices], self.labels[indices], self.class_names, dict(self.skipped)
         )
 
+    def split(self, held_out: float | int, seed: int = 0) -> tuple["ImageDataset", "ImageDataset"]:
+        """A seeded random split: (the rest, the held-out images), each in index order.
+
+        Args:
+            held_out: a fraction in (0, 1) or a number of images.
+
+        Raises:
+            ValueError: when either part would be empty.
+        """
+        n = len(self)
+        count = int(round(held_out * n)) if isinstance(held_out, float) else int(held_out)
+        if not 0 < count < n:
+            raise ValueError(f"Cannot hold out {held_out} of {n} images: both parts need at least one image.")
+        order = np.random.default_rng(seed).permutation(n)
+        return self.subset(np.sort(order[count:])), self.subset(np.sort(order[:count]))
+
     def label_name(self, i: int) -> str:
         """Class name of image ``i``."""
         return self.class_names[int(self.labels[i])]
@@ -212,6 +228,39 @@ def mnist_dataset(split: str = "all", limit: int | None = None, seed: int = 0) -
 
     name = f"MNIST ({split}, {len(order)} digits)"
     return ImageDataset(name, _LazyImages(len(order), make), labels[order], tuple(str(d) for d in range(10)))
+
+
+def photo_crops_dataset(count: int = 64, seed: int = 0, size: int = 256, min_scale: float = 0.35) -> ImageDataset:
+    """Random square crops, half of them mirrored, of the gallery's photos: a small offline stand-in
+    for a set of natural images. Each crop is labelled with the photo it comes from.
+
+    Args:
+        count: number of crops, spread evenly over the photos.
+        seed: fixes the crops (a ``numpy`` generator per call).
+        size: side of every crop after resizing, in pixels.
+        min_scale: the smallest crop side, as a fraction of the photo's shorter side.
+    """
+    from .samples import PHOTOS, load_sample
+
+    if not 1 <= count <= 5000:
+        raise ValueError(f"Ask for 1 to 5000 crops, not {count}.")
+    names = list(PHOTOS)
+    photos = [load_sample(n) for n in names]
+    rng = np.random.default_rng(seed)
+    images, labels = [], []
+    for i in range(count):
+        label = i % len(photos)
+        photo = photos[label]
+        short = min(photo.size)
+        side = int(round(short * rng.uniform(min_scale, 1.0)))
+        left = int(rng.integers(0, photo.size[0] - side + 1))
+        top = int(rng.integers(0, photo.size[1] - side + 1))
+        crop = photo.crop((left, top, left + side, top + side)).resize((size, size), Image.Resampling.BILINEAR)
+        if rng.random() < 0.5:
+            crop = crop.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+        images.append(crop)
+        labels.append(label)
+    return ImageDataset(f"crops of the sample photos ({count}, seed {seed})", images, np.array(labels), tuple(names))
 
 
 OFFLINE_DATASETS = {"digits": digits_dataset, "photos": photos_dataset}
@@ -374,6 +423,26 @@ def folder_dataset(folder: str | os.PathLike, name: str | None = None, max_files
     class_names = tuple(sorted(set(class_of)))
     labels = np.array([class_names.index(c) for c in class_of])
     return ImageDataset(name or root.name, images, labels, class_names, {k: v for k, v in skipped.items() if v})
+
+
+def uploaded_images_dataset(files: Sequence[bytes], name: str = "your photos", max_files: int = MAX_ZIP_FILES) -> ImageDataset:
+    """Uploaded image files (their bytes) as one dataset of class "(none)"; unreadable files are skipped and counted.
+
+    Raises:
+        ValueError: more than ``max_files`` files, or none readable.
+    """
+    if len(files) > max_files:
+        raise ValueError(f"More than {max_files} files; use fewer photos.")
+    images, unreadable = [], 0
+    for data in files:
+        try:
+            images.append(load_image(data, max_side=MAX_DATASET_SIDE))
+        except ImageError:
+            unreadable += 1
+    if not images:
+        raise ValueError(f"None of the {len(files)} files is a readable image. Use PNG or JPEG photos.")
+    skipped = {"unreadable image": unreadable} if unreadable else {}
+    return ImageDataset(name, images, np.zeros(len(images), dtype=np.int64), ("(none)",), skipped)
 
 
 def zip_dataset(

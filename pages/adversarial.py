@@ -1,7 +1,5 @@
 """Adversarial examples: FGSM (Goodfellow et al. 2015) and PGD (Madry et al. 2018), untargeted or targeted."""
 
-import pandas as pd
-import plotly.express as px
 import streamlit as st
 
 import ui
@@ -62,13 +60,6 @@ def make_steps():
     )
 
 
-def predictions_chart(top, title, key):
-    frame = pd.DataFrame({"class": [c for c, _ in top], "probability": [p for _, p in top]})
-    fig = px.bar(frame, x="probability", y="class", orientation="h", text_auto=".1%", range_x=[0, 1], title=title)
-    fig.update_layout(yaxis={"autorange": "reversed", "type": "category"}, height=260, margin=dict(l=10, r=10, t=50, b=10))
-    st.plotly_chart(fig, width="stretch", key=key)
-
-
 def show(step, live):
     if live:
         st.image(optimization.visible(step.pixels), caption=f"adversarial image so far · step {step.step} · {model.label}", width=256)
@@ -93,9 +84,9 @@ def show(step, live):
         st.caption("Random weights: the predictions are not meaningful, but the attack works the same way.")
     c1, c2, c3 = st.columns(3)
     with c1:
-        predictions_chart(result.before[0], "Original: top-5", "adv_before")
+        optimization.top5_chart(result.before[0], "Original: top-5", "adv_before")
     with c2:
-        predictions_chart(result.after[0], "Adversarial: top-5", "adv_after")
+        optimization.top5_chart(result.after[0], "Adversarial: top-5", "adv_after")
     with c3:
         fig = optimization.loss_figure(step.history, {"cross-entropy to the label": "cross-entropy"}, "Loss curve")
         st.plotly_chart(fig, width="stretch", key="adv_curve")

@@ -45,6 +45,8 @@ def stream(
     run: bool,
     show: Callable[[object, bool], None],
     step_of: Callable[[object], Step] = lambda item: item,
+    describe: Callable[[object], str] = lambda step: f"step {step.step} of {step.total}",
+    kept: str = "image",
 ) -> dict | None:
     """Run (when ``run``) or recall the optimisation kept under ``key``.
 
@@ -55,7 +57,10 @@ def stream(
         run: the run button was clicked.
         show: ``show(item, live)`` draws one item of the iterator: the live preview (``live`` True; give
             charts keys that differ from the final ones) and, at the end, the result.
-        step_of: the ``Step`` inside one item (for streams of (layer, Step) pairs).
+        step_of: the ``Step`` inside one item (for streams of (layer, Step) pairs); any object with
+            ``step`` and ``total`` (done and planned, for the progress bar) will do.
+        describe: where a step is, in words, for the progress bar and the "Stopped at ..." note.
+        kept: what the note says is kept on Stop ("the image so far is kept").
 
     Returns:
         The kept state {"params", "last", "items", "status" ("done", "stopped", "error"), "error"},
@@ -72,7 +77,7 @@ def stream(
                 step = step_of(item)
                 state["last"] = item
                 state["items"][_item_key(item)] = item
-                progress.progress(step.step / step.total, text=f"Step {step.step} of {step.total}")
+                progress.progress(step.step / step.total, text=_capitalized(describe(step)))
                 with preview.container():
                     show(item, True)
             state["status"] = "done"
@@ -92,11 +97,15 @@ def stream(
         return state if state["status"] != "error" else None
     step = step_of(state["last"])
     if state["status"] == "stopped":
-        st.info(f"Stopped at step {step.step} of {step.total}; the image so far is kept.")
+        st.info(f"Stopped at {describe(step)}; the {kept} so far is kept.")
     if state["params"] != params:
         st.caption("The parameters changed since this result was made; press the button to run again.")
     show(state["last"], False)
     return state
+
+
+def _capitalized(text: str) -> str:
+    return text[:1].upper() + text[1:]
 
 
 def _item_key(item) -> str:
@@ -119,6 +128,17 @@ def loss_figure(history: tuple[dict[str, float], ...], terms: dict[str, str], ti
         fig.update_yaxes(title_text="value", row=1, col=col)
     fig.update_layout(title=title, height=300, showlegend=False, margin=dict(l=10, r=10, t=60, b=10))
     return fig
+
+
+def top5_chart(top: list[tuple[str, float]], title: str, key: str, height: int = 260) -> None:
+    """Horizontal bars of (class, probability) pairs, most likely on top."""
+    import pandas as pd
+    import plotly.express as px
+
+    frame = pd.DataFrame({"class": [c for c, _ in top], "probability": [p for _, p in top]})
+    fig = px.bar(frame, x="probability", y="class", orientation="h", text_auto=".1%", range_x=[0, 1], title=title)
+    fig.update_layout(yaxis={"autorange": "reversed", "type": "category"}, height=height, margin=dict(l=10, r=10, t=50, b=10))
+    st.plotly_chart(fig, width="stretch", key=key)
 
 
 def file_stem(prefix: str, params: dict) -> str:
