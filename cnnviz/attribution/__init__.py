@@ -1,0 +1,55 @@
+"""Which pixels matter: gradient saliency, guided backprop, Grad-CAM, occlusion, SmoothGrad,
+integrated gradients, and the Adebayo et al. (2018) randomisation sanity check.
+
+One module per method, as Captum does: ``gradient`` (vanilla gradient), ``guided`` (guided backprop),
+``gradcam``, ``batched_occlusion`` and ``incremental_occlusion`` (occlusion's two engines),
+``averaged_gradients`` (SmoothGrad, integrated gradients), ``sanity`` (randomisation check) and
+``dispatch`` (``attribute``: any method by name). Every public name is importable from here.
+
+Every method works on a shared model without leaving anything on it:
+
+* gradients are taken with ``torch.autograd.grad`` with respect to the input (or one recorded
+  activation) only, so no weight gradient is ever computed and no ``.grad`` lands on a parameter;
+* guided backprop changes no module: a thread-local ``TorchFunctionMode`` wraps the output of every
+  ReLU call made in this thread during the forward pass (``nn.ReLU`` modules, in-place ReLUs,
+  a ReLU module applied several times, and functional ``F.relu`` / ``torch.relu`` / ``Tensor.relu``
+  calls, as in torchvision's GoogLeNet and DenseNet) in an autograd function whose backward lets
+  only positive gradients through;
+* activations are recorded through ``cnnviz.hooks.record_activations`` (hooks removed in
+  ``finally``, firing only in the calling thread).
+
+``target`` is a class index or a tensor of N class indices; ``x`` a preprocessed batch (N, C, H, W).
+"""
+
+from .averaged_gradients import completeness_gap, integrated_gradients, smoothgrad
+from .batched_occlusion import bf16_inference_copy, bf16_supported, occlusion, occlusion_positions
+from .dispatch import Attribution, attribute, to_heat
+from .gradcam import default_cam_layer, grad_cam
+from .gradient import vanilla_gradient
+from .guided import (
+    GuidedReLUMode,
+    count_relus,
+    guided_backprop,
+    guided_backprop_channel,
+    guided_backprop_units,
+)
+from .sanity import SanityStage, _randomize, _weighted_layers, randomization_sanity_check
+from .targets import (
+    METHODS,
+    Progress,
+    Target,
+    _check_input,
+    logit_objective,
+    module_check,
+    private_copy,
+    target_indices,
+    top_class,
+)
+
+__all__ = [
+    "METHODS", "Attribution", "GuidedReLUMode", "Progress", "SanityStage", "Target", "attribute", "bf16_inference_copy",
+    "bf16_supported", "completeness_gap", "count_relus", "default_cam_layer", "grad_cam", "guided_backprop",
+    "guided_backprop_channel", "guided_backprop_units", "integrated_gradients", "logit_objective", "module_check",
+    "occlusion", "occlusion_positions", "private_copy", "randomization_sanity_check", "smoothgrad", "target_indices",
+    "to_heat", "top_class", "vanilla_gradient",
+]
