@@ -2,7 +2,8 @@
 integrated gradients, and the Adebayo et al. (2018) randomisation sanity check.
 
 One module per method, as Captum does: ``gradient`` (vanilla gradient), ``guided`` (guided backprop),
-``gradcam``, ``batched_occlusion`` and ``incremental_occlusion`` (occlusion's two engines),
+``gradcam``, ``sensitivity`` (occlusion) with its two engines ``batched_occlusion`` and
+``incremental_occlusion`` (on the graph that ``op_graph`` records),
 ``averaged_gradients`` (SmoothGrad, integrated gradients), ``sanity`` (randomisation check) and
 ``dispatch`` (``attribute``: any method by name). Every public name is importable from here.
 
@@ -22,7 +23,7 @@ Every method works on a shared model without leaving anything on it:
 """
 
 from .averaged_gradients import completeness_gap, integrated_gradients, smoothgrad
-from .batched_occlusion import bf16_inference_copy, bf16_supported, occlusion, occlusion_positions
+from .batched_occlusion import batched_outputs, bf16_inference_copy, bf16_supported, occlusion_positions
 from .dispatch import Attribution, attribute, to_heat
 from .gradcam import default_cam_layer, grad_cam
 from .gradient import vanilla_gradient
@@ -33,7 +34,10 @@ from .guided import (
     guided_backprop_channel,
     guided_backprop_units,
 )
+from .incremental_occlusion import cut_points, incremental_scores, plan_regions, tail_gradients
+from .op_graph import UnsupportedGraph, capture_graph
 from .sanity import SanityStage, _randomize, _weighted_layers, randomization_sanity_check
+from .sensitivity import DEFAULT_TOLERANCE, FAST_PREVIEW, MIN_SAVING, OcclusionMap, occlusion, occlusion_map
 from .targets import (
     METHODS,
     Progress,
@@ -47,7 +51,9 @@ from .targets import (
 )
 
 __all__ = [
-    "METHODS", "Attribution", "GuidedReLUMode", "Progress", "SanityStage", "Target", "attribute", "bf16_inference_copy",
+    "DEFAULT_TOLERANCE", "FAST_PREVIEW", "METHODS", "MIN_SAVING", "Attribution", "OcclusionMap", "UnsupportedGraph",
+    "batched_outputs", "capture_graph", "cut_points", "incremental_scores", "occlusion_map", "plan_regions",
+    "tail_gradients", "GuidedReLUMode", "Progress", "SanityStage", "Target", "attribute", "bf16_inference_copy",
     "bf16_supported", "completeness_gap", "count_relus", "default_cam_layer", "grad_cam", "guided_backprop",
     "guided_backprop_channel", "guided_backprop_units", "integrated_gradients", "logit_objective", "module_check",
     "occlusion", "occlusion_positions", "private_copy", "randomization_sanity_check", "smoothgrad", "target_indices",

@@ -9,7 +9,7 @@ from torch import Tensor, nn
 
 from ..display import channel_max_abs
 from .averaged_gradients import completeness_gap, integrated_gradients, smoothgrad
-from .batched_occlusion import occlusion
+from .sensitivity import occlusion_map
 from .gradcam import default_cam_layer, grad_cam
 from .gradient import vanilla_gradient
 from .guided import guided_backprop
@@ -50,8 +50,8 @@ def attribute(
 ) -> Attribution:
     """Run one method by name (see ``METHODS``) with its parameters, and time it.
 
-    Params used: "layer" (Grad-CAM), "window", "stride", "baseline", "score", "precision"
-    (occlusion), "samples", "noise", "seed" (SmoothGrad), "steps" (integrated gradients).
+    Params used: "layer" (Grad-CAM), "window", "stride", "baseline", "score", "precision", "engine",
+    "tolerance" (occlusion), "samples", "noise", "seed" (SmoothGrad), "steps" (integrated gradients).
     """
     params = dict(params or {})
     start = time.perf_counter()
@@ -65,10 +65,12 @@ def attribute(
         raw = grad_cam(model, x, target, layer)
         note = f"layer {layer}"
     elif method == "occlusion":
-        raw = occlusion(
+        result = occlusion_map(
             model, x, target, params.get("window", 16), params.get("stride", 8), params.get("baseline", 0.0),
             params.get("score", "logit"), params.get("precision", "auto"), progress=progress,
+            engine=params.get("engine", "auto"), tolerance=params.get("tolerance"),
         )
+        raw, note = result.heat, result.note
     elif method == "SmoothGrad":
         raw = smoothgrad(model, x, target, params.get("samples", 25), params.get("noise", 0.15), params.get("seed", 0),
                          progress=progress)
