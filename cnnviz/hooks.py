@@ -18,6 +18,7 @@ import torch
 from torch import Tensor, nn
 
 ForwardHook = Callable[[nn.Module, tuple, object], object]
+ForwardPreHook = Callable[[nn.Module, tuple], object]
 
 
 def get_module(model: nn.Module, name: str) -> nn.Module:
@@ -40,6 +41,39 @@ def get_module(model: nn.Module, name: str) -> nn.Module:
     return modules[name]
 
 
+_REGISTRATION = threading.Lock()
+"""Serialises registering and removing hooks: torch numbers hook handles with an unlocked class
+counter, so two threads registering at once could get the same number on one module, and one
+would overwrite (and later remove) the other's hook."""
+
+
+@contextmanager
+def _owned_hooks(model: nn.Module, hooks: Mapping[str, Callable], pre: bool) -> Iterator[None]:
+    """Register thread-owned forward hooks (or pre-hooks) on named submodules for a ``with`` block."""
+    owner = threading.get_ident()
+    handles = []
+
+    def owned(fn: Callable) -> Callable:
+        def hook(module: nn.Module, *args: object) -> object:
+            if threading.get_ident() == owner:
+                return fn(module, *args)
+            return None
+
+        return hook
+
+    try:
+        with _REGISTRATION:
+            for name, fn in hooks.items():
+                module = get_module(model, name)
+                register = module.register_forward_pre_hook if pre else module.register_forward_hook
+                handles.append(register(owned(fn)))
+        yield
+    finally:
+        with _REGISTRATION:
+            for handle in handles:
+                handle.remove()
+
+
 @contextmanager
 def forward_hooks(model: nn.Module, hooks: Mapping[str, ForwardHook]) -> Iterator[None]:
     """Attach forward hooks to named submodules for the duration of a ``with`` block.
@@ -51,24 +85,18 @@ def forward_hooks(model: nn.Module, hooks: Mapping[str, ForwardHook]) -> Iterato
         model: the model whose submodules get the hooks.
         hooks: layer name -> ``fn(module, inputs, output)``.
     """
-    owner = threading.get_ident()
-    handles = []
-
-    def owned(fn: ForwardHook) -> ForwardHook:
-        def hook(module: nn.Module, inputs: tuple, output: object) -> object:
-            if threading.get_ident() == owner:
-                return fn(module, inputs, output)
-            return None
-
-        return hook
-
-    try:
-        for name, fn in hooks.items():
-            handles.append(get_module(model, name).register_forward_hook(owned(fn)))
+    with _owned_hooks(model, hooks, pre=False):
         yield
-    finally:
-        for handle in handles:
-            handle.remove()
+
+
+@contextmanager
+def forward_pre_hooks(model: nn.Module, hooks: Mapping[str, ForwardPreHook]) -> Iterator[None]:
+    """Like ``forward_hooks``, but each hook runs before its module: ``fn(module, inputs)``.
+
+    A hook may return new inputs, as in ``nn.Module.register_forward_pre_hook``.
+    """
+    with _owned_hooks(model, hooks, pre=True):
+        yield
 
 
 @contextmanager

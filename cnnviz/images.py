@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import io
 import os
-import warnings
 from pathlib import Path
 from typing import BinaryIO, Union
 
@@ -102,20 +101,20 @@ def load_image(source: ImageSource, max_side: int = MAX_SIDE) -> Image.Image:
     """
     data = _read_bytes(source)
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(data))
-            width, height = image.size
-            if width * height > MAX_PIXELS:
-                raise ImageError(
-                    f"The image is {width}×{height} pixels, more than the {MAX_PIXELS // 1_000_000} million "
-                    "cnnviz accepts. Please resize it first."
-                )
-            if getattr(image, "n_frames", 1) > 1:
-                image.seek(0)
-            image.load()
-            image = ImageOps.exif_transpose(image)
-            rgb = _to_rgb(image)
+        # PIL warns (DecompressionBombWarning) above its own limit and raises above twice that; our
+        # smaller limit below refuses both, so no process-wide warnings filter is needed.
+        image = Image.open(io.BytesIO(data))
+        width, height = image.size
+        if width * height > MAX_PIXELS:
+            raise ImageError(
+                f"The image is {width}×{height} pixels, more than the {MAX_PIXELS // 1_000_000} million "
+                "cnnviz accepts. Please resize it first."
+            )
+        if getattr(image, "n_frames", 1) > 1:
+            image.seek(0)
+        image.load()
+        image = ImageOps.exif_transpose(image)
+        rgb = _to_rgb(image)
     except ImageError:
         raise
     except UnidentifiedImageError:

@@ -29,6 +29,7 @@ from safetensors.torch import load as load_safetensors_bytes
 from torch import Tensor, nn
 
 from .preprocessing import Preprocessing
+from .randomness import seeded
 from .small_cnn import CHECKPOINT, CLASS_NAMES, SmallCNN, digits_preprocessing
 
 SMALL_CNN = "small_cnn"
@@ -124,14 +125,12 @@ def _missing_weights_message(name: str) -> str:
 
 
 def _build(name: str) -> nn.Module:
-    """The architecture with seeded random weights (the global RNG is left untouched)."""
-    if name == SMALL_CNN:
-        return SmallCNN()
-    if name not in ZOO:
+    """The architecture with random weights seeded 0, drawn from a private generator: the global
+    RNG is neither read nor seeded, so models built at once in several threads do not race."""
+    if name != SMALL_CNN and name not in ZOO:
         raise KeyError(f"Unknown model {name!r}. Available: {', '.join(MODEL_NAMES)}.")
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
-        return torchvision.models.get_model(name, weights=None, **ZOO[name])
+    with seeded(0):
+        return SmallCNN() if name == SMALL_CNN else torchvision.models.get_model(name, weights=None, **ZOO[name])
 
 
 def _finish(name: str, module: nn.Module, pre: Preprocessing, classes, weights: str, pretrained: bool) -> LoadedModel:
@@ -177,14 +176,14 @@ def load_model(
         meta, bundled = _small_cnn_metadata()
         pre = digits_preprocessing(json.loads(meta["mean"])[0], json.loads(meta["std"])[0])
         classes = json.loads(meta.get("class_names", json.dumps(CLASS_NAMES)))
-        module = SmallCNN()
+        module = _build(name)
         if state_dict is not None:
             apply_state_dict(module, state_dict)
             return _finish(name, module, pre, classes, weights_label, True)
         if pretrained:
             module.load_state_dict(bundled)
             return _finish(name, module, pre, classes, "trained on digits", True)
-        return _finish(name, _build(name), pre, classes, "random weights", False)
+        return _finish(name, module, pre, classes, "random weights", False)
 
     if name not in ZOO:
         raise KeyError(f"Unknown model {name!r}. Available: {', '.join(MODEL_NAMES)}.")
@@ -200,7 +199,8 @@ def load_model(
     if not pretrained_available(name) and not can_reach(weights.url):
         raise WeightsUnavailable(_missing_weights_message(name))
     try:
-        module = torchvision.models.get_model(name, weights=weights)
+        with seeded(0):  # the random init before the weights load draws from a private generator
+            module = torchvision.models.get_model(name, weights=weights)
     except Exception as error:  # a failed download or a damaged cached file
         path = cached_weights_path(name)
         raise WeightsUnavailable(

@@ -65,6 +65,29 @@ def test_random_weights_are_seeded_and_leave_global_rng_alone():
     assert torch.equal(a, b) and torch.equal(expected, after)
 
 
+@pytest.mark.parametrize("name", MODEL_NAMES)
+def test_random_weights_are_those_of_manual_seed_0_without_touching_the_global_generator(name):
+    with torch.random.fork_rng(devices=[]):  # what models._build did before it drew from a private generator
+        torch.manual_seed(0)
+        expected = SmallCNN() if name == "small_cnn" else torchvision.models.get_model(name, weights=None, **ZOO[name])
+    state = torch.random.get_rng_state()
+    module = load_model(name, pretrained=False).module
+    assert torch.equal(torch.random.get_rng_state(), state)
+    got = module.state_dict()
+    assert list(got) == list(expected.state_dict())
+    assert all(torch.equal(got[key], value) for key, value in expected.state_dict().items())
+
+
+def test_training_starts_from_the_bundled_initialisation_without_seeding_the_global_generator():
+    from cnnviz.small_cnn import load_history, train_small_cnn
+
+    state = torch.random.get_rng_state()
+    result = train_small_cnn(epochs=1)
+    assert torch.equal(torch.random.get_rng_state(), state)
+    _, initial = next(iter(load_history()))
+    assert all(torch.equal(result.snapshots[0][key], value) for key, value in initial.items())
+
+
 def test_preprocessing_matches_torchvision_transforms():
     model = load_model("resnet18", pretrained=False)
     image = load_sample("astronaut (scikit-image)")

@@ -1,59 +1,23 @@
 """Occlusion (Zeiler & Fergus, 2014), batched engine: every occluded copy runs through the whole network,
-in batches, channels-last, optionally on a private bfloat16 copy with batch norms folded."""
+in batches, channels-last (optionally on the private bfloat16 copy with batch norms folded,
+``cnnviz.folding.bf16_inference_copy``)."""
 
 from __future__ import annotations
 
-import threading
-import weakref
 from typing import Callable, Sequence
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
-from .targets import private_copy
+from ..folding import bf16_inference_copy, bf16_supported  # noqa: F401 (part of this module's API)
+
 
 def _pair(value: int | Sequence[int], what: str) -> tuple[int, int]:
     pair = (int(value), int(value)) if isinstance(value, (int, np.integer)) else tuple(int(v) for v in value)
     if len(pair) != 2 or min(pair) < 1:
         raise ValueError(f"The occlusion {what} must be a positive number of pixels (or a pair of them).")
     return pair  # type: ignore[return-value]
-
-
-def bf16_supported() -> bool:
-    """True when this CPU runs bfloat16 matrix products natively (AVX512-BF16 / AMX)."""
-    try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):
-        return False
-
-
-_INFERENCE_COPIES: "weakref.WeakKeyDictionary[nn.Module, nn.Module]" = weakref.WeakKeyDictionary()
-_INFERENCE_COPIES_LOCK = threading.Lock()
-
-
-def bf16_inference_copy(model: nn.Module) -> nn.Module:
-    """A private copy of ``model`` for fast many-image inference: batch norms folded into the
-    convolutions before them (where torch.fx can trace the model), bfloat16 weights, channels-last.
-
-    Built once per model and kept while the model lives; the shared model itself is never changed.
-    Its outputs differ from the float32 model's by bfloat16 rounding only.
-    """
-    with _INFERENCE_COPIES_LOCK:
-        fast = _INFERENCE_COPIES.get(model)
-        if fast is None:
-            fast = private_copy(model)
-            try:
-                from torch.fx.experimental.optimization import fuse
-
-                fast = fuse(fast)
-            except Exception:  # not traceable (data-dependent control flow): keep the batch norms
-                pass
-            fast = fast.to(torch.bfloat16).to(memory_format=torch.channels_last)
-            for param in fast.parameters():
-                param.requires_grad_(False)
-            _INFERENCE_COPIES[model] = fast
-    return fast
 
 
 def occlusion_positions(size: tuple[int, int], window: tuple[int, int], stride: tuple[int, int]) -> list[tuple[int, int]]:

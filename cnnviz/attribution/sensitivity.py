@@ -107,7 +107,7 @@ def occlusion_map(
     fill = torch.as_tensor(baseline, dtype=x.dtype, device=x.device)
     fill = fill.expand(c, h, w) if fill.dim() <= 3 else fill
     targets = target_indices(target, n)
-    network, dtype = (bf16_inference_copy(model), torch.bfloat16) if use_bf16 else (model, x.dtype)
+    network, dtype = (bf16_inference_copy(model, example=x[:1]), torch.bfloat16) if use_bf16 else (model, x.dtype)
 
     deltas = torch.empty(n, len(positions), device=x.device)
     used, saving, why, cut, depth = engine, None, "", None, 1.0

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import copy
 from typing import Callable
 
 import torch
 from torch import Tensor, nn
 
-from ..hooks import HOOK_DICTS, get_module
+from ..folding import private_copy  # noqa: F401 (part of this module's API)
+from ..hooks import get_module
 
 Target = int | Tensor
 Progress = Callable[[float], None]
@@ -72,12 +72,3 @@ def module_check(model: nn.Module, layer: str) -> nn.Module:
         return get_module(model, layer)
     except KeyError as error:
         raise ValueError(str(error).strip("'\"")) from None
-
-
-def private_copy(model: nn.Module) -> nn.Module:
-    """A deep copy of a model to modify freely (no hooks carried over, eval mode)."""
-    clone = copy.deepcopy(model)
-    for module in clone.modules():
-        for attr in HOOK_DICTS:
-            getattr(module, attr, {}).clear()
-    return clone.eval()
