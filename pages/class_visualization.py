@@ -29,7 +29,11 @@ model = ctx.model
 spatial = ui.spatial_layers(ctx, containers=False)
 small = model.input_size[1] < 64
 
-mode = st.radio("Maximise", ["A class", "A channel or unit of a layer"], horizontal=True, key="cv_mode")
+modes = ["A class", "A channel or unit of a layer"] if model.classifies else ["A channel or unit of a layer"]
+mode = st.radio("Maximise", modes, horizontal=True, key="cv_mode")
+if not model.classifies:
+    st.caption(f"{model.name} has no classifier, so only channels and units can be maximised here; pick "
+               "squeezenet1_1 or efficientnet_lite0 for classes.")
 c1, c2, c3 = st.columns(3)
 if mode == "A class":
     predicted = model.class_names.index(predict(model, ctx.x, 1)[0][0][0])

@@ -6,7 +6,7 @@ import streamlit as st
 
 import ui
 from cnnviz.features import conv_layers, conv_weight, filter_grid
-from cnnviz.models import SMALL_CNN
+from cnnviz.models import SMALL_CNN, SMALL_CNN_LABEL
 from cnnviz.small_cnn import load_history
 
 st.title("Filters")
@@ -35,7 +35,7 @@ layer = c1.selectbox("Convolution layer", layers, key="filters_layer")
 weight = conv_weight(model.module, layer)
 sort_by_norm = c2.checkbox("Sort by L2 norm", key="filters_sort", help="Strongest filters first.")
 epoch_caption = ""
-if model.name == SMALL_CNN and model.weights == "trained on digits":
+if model.name == SMALL_CNN and model.weights == SMALL_CNN_LABEL:
     history = dict(load_history())
     last = max(history)
     epoch = c3.slider("Training epoch", 0, last, last, key="filters_epoch", help="0 is the random initialisation.")
@@ -66,3 +66,14 @@ with right:
     fig.update_layout(height=320, margin=dict(l=10, r=10, t=40, b=10), xaxis={"type": "category"})
     st.plotly_chart(fig, width="stretch")
     st.caption("Tiles are read left to right, top to bottom, in the order of the bars.")
+
+if layer == layers[0] and max(kh, kw) <= 3 and model.pretrained:
+    st.info(
+        f"These first-layer filters are {kh}×{kw}: nine weights per colour channel hold **colour blobs and simple "
+        "gradients**, not the large oriented edge and grating patterns of AlexNet's 11×11 first layer (Krizhevsky "
+        "et al., 2012). Small-kernel networks (VGG, SqueezeNet, EfficientNet, this one) build those patterns a few "
+        "layers deeper, where stacked 3×3 kernels see a larger patch of the image. To see them, maximise an early "
+        "channel on the Class & neuron visualization page (for example the second or third convolution)."
+    )
+    st.page_link("pages/class_visualization.py", label="Neuron visualization of early channels",
+                 icon=":material/auto_awesome:")

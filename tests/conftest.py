@@ -30,16 +30,14 @@ def small_cnn():
 
 @pytest.fixture(scope="session")
 def digit_batch(small_cnn):
-    """Eight held-out digits (N=8, 1, 32, 32) and their labels (8,)."""
+    """Eight held-out MNIST digits, a seeded sample (N=8, 1, 32, 32), and their labels (8,)."""
     import numpy as np
 
-    from cnnviz.small_cnn import digits_split, load_digits_images
+    from cnnviz.data import mnist_dataset
 
-    images, labels = load_digits_images()
-    _, test_idx = digits_split()
-    idx = test_idx[:8]
-    x = torch.cat([small_cnn.preprocessing(images[i]) for i in idx])
-    return x, torch.from_numpy(np.asarray(labels[idx]))
+    held_out = mnist_dataset("test", limit=8, seed=0)
+    x = torch.cat([small_cnn.preprocessing(image) for image in held_out.images])
+    return x, torch.from_numpy(np.asarray(held_out.labels))
 
 
 def _free_port() -> int:
@@ -49,10 +47,19 @@ def _free_port() -> int:
 
 
 @contextmanager
-def serve_app(log_name: str = "streamlit"):
-    """Run `streamlit run app.py` headless on a free localhost port; yields its URL."""
+def serve_app(log_name: str = "streamlit", default_model: str | None = "small_cnn"):
+    """Run `streamlit run app.py` headless on a free localhost port; yields its URL.
+
+    Args:
+        default_model: the model new sessions open on (``$CNNVIZ_DEFAULT_MODEL``); the browser
+            tests default to the small CNN, whose pages are quick. None: the app's own choice
+            (SqueezeNet with the cat when its weights are fetched).
+    """
     port = _free_port()
     env = {**os.environ, "STREAMLIT_BROWSER_GATHER_USAGE_STATS": "false"}
+    env.pop("CNNVIZ_DEFAULT_MODEL", None)
+    if default_model:
+        env["CNNVIZ_DEFAULT_MODEL"] = default_model
     (ROOT / "artifacts").mkdir(exist_ok=True)
     log = open(ROOT / "artifacts" / f"{log_name}.log", "w")
     proc = subprocess.Popen(

@@ -1,5 +1,7 @@
-"""FGSM and PGD on the bundled small CNN's held-out digits (measured: FGSM flips all 8 at 32/255,
-PGD with 10 steps all 8 at 24/255; targeted PGD reaches class 0 from all 8 at 48/255 in 20 steps)."""
+"""FGSM and PGD on eight held-out MNIST digits of the bundled small CNN. Measured: FGSM flips 1, 3, 4
+and 5 of 8 at 40, 48, 56 and 64/255; PGD with 10 steps 6, 7, 8 of 8 at 40, 48, 56/255 (20 steps: all 8
+at 48/255); targeted PGD reaches class 0 from all 8 at 56/255 in 20 steps. Real MNIST digits need a
+larger ε than ImageNet photos (MNIST papers use ε = 0.1 to 0.3, 26 to 77 levels)."""
 
 from __future__ import annotations
 
@@ -10,17 +12,19 @@ from cnnviz import adversarial
 from cnnviz.hooks import input_gradient, leftover_state
 
 
-def test_fgsm_flips_held_out_digits_at_32_levels(small_cnn, digit_batch):
+def test_fgsm_flips_most_held_out_digits_at_64_levels(small_cnn, digit_batch):
     x, labels = digit_batch
-    result = adversarial.attack(small_cnn, x, 32, method="FGSM", labels=labels)
-    assert all(result.success), result.success
+    result = adversarial.attack(small_cnn, x, 64, method="FGSM", labels=labels)
+    assert sum(result.success) >= 5, result.success
+    weaker = adversarial.attack(small_cnn, x, 32, method="FGSM", labels=labels)
+    assert sum(weaker.success) < sum(result.success)  # a larger ε flips more
     assert leftover_state(small_cnn.module) == []
 
 
-def test_pgd_flips_held_out_digits_at_24_levels(small_cnn, digit_batch):
+def test_pgd_flips_held_out_digits_at_56_levels(small_cnn, digit_batch):
     x, labels = digit_batch
-    fgsm = adversarial.attack(small_cnn, x, 24, method="FGSM", labels=labels)
-    pgd = adversarial.attack(small_cnn, x, 24, method="PGD", labels=labels, steps=10)
+    fgsm = adversarial.attack(small_cnn, x, 56, method="FGSM", labels=labels)
+    pgd = adversarial.attack(small_cnn, x, 56, method="PGD", labels=labels, steps=10)
     assert all(pgd.success), pgd.success
     assert sum(pgd.success) >= sum(fgsm.success)  # iterating is at least as strong as one step
     assert leftover_state(small_cnn.module) == []
@@ -28,7 +32,7 @@ def test_pgd_flips_held_out_digits_at_24_levels(small_cnn, digit_batch):
 
 def test_targeted_pgd_reaches_its_target(small_cnn, digit_batch):
     x, labels = digit_batch
-    result = adversarial.attack(small_cnn, x, 48, method="PGD", target="0", steps=20)
+    result = adversarial.attack(small_cnn, x, 56, method="PGD", target="0", steps=20)
     assert all(result.success), result.success
     assert [top[0][0] for top in result.after] == ["0"] * len(x)
     assert leftover_state(small_cnn.module) == []

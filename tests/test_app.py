@@ -32,14 +32,27 @@ def test_every_page_file_is_registered():
     assert sorted(PAGE_FILES) == on_disk
 
 
-def test_home_with_the_default_model_shows_its_card_and_predictions():
+def test_the_app_opens_on_the_trained_squeezenet_and_calls_the_cat_a_cat():
+    at = new_app().run()  # `make test` fetched the package weights, as `make run` does
+    assert not at.exception and not at.error
+    assert at.session_state["model_name"] == "squeezenet1_1"
+    assert at.session_state["image_name"] == "cat (scikit-image)"
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics == {"Parameters": "1,235,496", "Layers (modules)": "67", "Classes": "1000"}
+    assert at.markdown[-1].value.startswith("Top prediction:") and "cat" in at.markdown[-1].value
+    assert any("ImageNet weights (ndf package)" in s.value for s in at.subheader)
+    assert not at.warning  # trained weights: no "random weights" warning
+
+
+def test_without_the_package_weights_the_app_opens_on_the_small_cnn_with_a_digit(tmp_path, monkeypatch):
+    monkeypatch.setenv("CNNVIZ_CACHE", str(tmp_path))  # nothing fetched
     at = new_app().run()
     assert not at.exception and not at.error
     assert at.session_state["model_name"] == "small_cnn"
     assert at.session_state["image_name"].startswith("digit")
     metrics = {m.label: m.value for m in at.metric}
     assert metrics == {"Parameters": "36,858", "Layers (modules)": "14", "Classes": "10"}
-    assert not at.warning  # trained weights: no "random weights" warning
+    assert any("fetch" in t.value for t in at.toast)
 
 
 @pytest.mark.parametrize("name", [n for n in MODEL_NAMES if n != "small_cnn"])
@@ -48,8 +61,33 @@ def test_home_renders_the_layer_table_and_top5_for_every_zoo_model(name):
     assert not at.exception and not at.error
     table = at.dataframe[0].value
     assert len(table) > 10 and table["parameters"].max() > 0
+    if name == "vgg16_features":  # convolutions only: said plainly, no top-5
+        assert any("no classifier" in i.value for i in at.info)
+        assert at.metric[2].value == "none (features only)"
+        return
     assert at.markdown[-1].value.startswith("Top prediction:")
     assert at.metric[2].value == "1000"
+
+
+@pytest.mark.parametrize("page", ["pages/saliency.py", "pages/adversarial.py"])
+def test_pages_that_need_classes_say_so_for_vgg16_features_and_offer_another_model(page):
+    at = new_app(model_name="vgg16_features").run()
+    at.switch_page(page).run()
+    assert not at.exception and not at.error
+    assert any("no classifier" in i.value for i in at.info)
+    switch = at.button(key="switch_to_classifier")
+    assert "squeezenet1_1" in switch.label
+    switch.click().run()
+    assert not at.exception and at.session_state["model_name"] == "squeezenet1_1"
+
+
+@pytest.mark.parametrize("page", ["pages/filters.py", "pages/activations.py", "pages/patches.py", "pages/deepdream.py",
+                                  "pages/inversion.py", "pages/class_visualization.py"])
+def test_feature_pages_work_on_vgg16_features(page):
+    at = new_app(model_name="vgg16_features").run()
+    at.switch_page(page).run()
+    assert not at.exception, at.exception
+    assert not at.error, [e.value for e in at.error]
 
 
 def test_home_with_random_resnet18_is_labelled_and_uses_a_photo():

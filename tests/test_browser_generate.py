@@ -100,7 +100,7 @@ def test_page_in_browser(page, app_url, path, button):
     assert page.locator("[data-testid='stException']").count() == 0
     assert page.locator("[data-testid='stImage']").count() >= 1
     if path == "class_visualization":
-        page.get_by_text("trained on digits").first.wait_for()  # the model label is in the caption
+        page.get_by_text("trained on MNIST").first.wait_for()  # the model label is in the caption
     page.locator("[data-testid='stImage']").last.scroll_into_view_if_needed()
     screenshot(page, f"generate_{path}")
 

@@ -16,7 +16,7 @@ def choose_sample(page, name: str) -> None:
 def test_home_page_predicts_the_chosen_sample(app_url, page):
     page.goto(app_url)
     wait_for_app(page, "Top prediction")
-    assert page.get_by_text("small_cnn · trained on digits").first.is_visible()
+    assert page.get_by_text("small_cnn · trained on MNIST").first.is_visible()
     choose_sample(page, "digit 7")
     wait_for_app(page, "digit 7, as the model sees it")
     page.get_by_text("Top prediction: 7").wait_for(timeout=30_000)

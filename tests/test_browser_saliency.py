@@ -17,7 +17,7 @@ def test_saliency_page_grid_sanity_check_and_compare(app_url, page):
     assert main.locator(".js-plotly-plot").count() == 4
     for title in ("vanilla gradient ·", "guided backprop ·", "Grad-CAM ·", "occlusion ·"):
         assert main.get_by_text(title).count() >= 1, title
-    assert main.get_by_text("small_cnn · trained on digits").count() >= 4
+    assert main.get_by_text("small_cnn · trained on MNIST").count() >= 4
     assert main.get_by_text("Download the grid (PNG)").count() == 1
     assert main.locator("[data-testid='stException']").count() == 0
     screenshot(page, "saliency_grid")

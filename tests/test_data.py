@@ -50,7 +50,7 @@ def _assert_nothing_written(outer: Path, target: Path) -> None:
 
 def test_digits_and_photos():
     digits = digits_dataset(limit=50)
-    assert len(digits) == 50 and digits.images[0].size == (32, 32) and digits.class_names[3] == "3"
+    assert len(digits) == 50 and digits.images[0].size == (28, 28) and digits.class_names[3] == "3"
     assert len(digits_dataset()) == 1797
     photos = photos_dataset()
     assert len(photos) == 8 and photos.label_name(0) == photos.class_names[0]

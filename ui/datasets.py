@@ -6,14 +6,26 @@ import hashlib
 import tempfile
 import streamlit as st
 
-from cnnviz.data import TORCHVISION_DATASETS, ImageDataset, digits_dataset, photos_dataset, torchvision_dataset, zip_dataset
+from cnnviz.data import (
+    TORCHVISION_DATASETS,
+    ImageDataset,
+    digits_dataset,
+    mnist_available,
+    mnist_dataset,
+    photos_dataset,
+    torchvision_dataset,
+    zip_dataset,
+)
 from cnnviz.models import SMALL_CNN
 
-DIGITS, PHOTOS, ZIP = "digits (scikit-learn)", "sample photos", "your zip of images"
+MNIST5K, DIGITS, PHOTOS, ZIP = "MNIST digits (5,000, pinned source)", "digits (scikit-learn)", "sample photos", "your zip of images"
+LIMITS = {MNIST5K: 5000, DIGITS: 1797}
 
 
 @st.cache_resource(show_spinner="Loading the dataset...", max_entries=8)
 def _offline(name: str, limit: int) -> ImageDataset:
+    if name == MNIST5K:
+        return mnist_dataset("all", limit=limit)
     return digits_dataset(limit=limit) if name == DIGITS else photos_dataset()
 
 
@@ -31,12 +43,15 @@ def _torchvision(name: str, limit: int) -> ImageDataset:
 def choose_dataset(model_name: str, key: str, big_model_limit: int = 100, prefer_digits: bool = False) -> tuple[ImageDataset, str]:
     """Dataset widgets (in the main area); returns the dataset and a key for caches.
 
-    The small CNN defaults to its digits; other models to the sample photos (or digits with
-    ``prefer_digits``), with small default sizes so big models stay quick.
+    The small CNN defaults to its MNIST digits (scikit-learn's when MNIST is not fetched); other
+    models to the sample photos (or digits with ``prefer_digits``), with small default sizes so big
+    models stay quick.
     """
     small = model_name == SMALL_CNN
-    options = [DIGITS, PHOTOS, ZIP, *TORCHVISION_DATASETS]
-    default = DIGITS if small or prefer_digits else PHOTOS
+    has_mnist = mnist_available()
+    options = [*([MNIST5K] if has_mnist else []), DIGITS, PHOTOS, ZIP, *TORCHVISION_DATASETS]
+    digits = MNIST5K if has_mnist else DIGITS
+    default = digits if small or prefer_digits else PHOTOS
     left, right = st.columns([2, 1])
     name = left.selectbox("Dataset", options, index=options.index(default), key=f"{key}_dataset")
     if name == PHOTOS:
@@ -57,9 +72,9 @@ def choose_dataset(model_name: str, key: str, big_model_limit: int = 100, prefer
             st.caption("Skipped: " + ", ".join(f"{n} {reason}" for reason, n in dataset.skipped.items()) + ".")
         return dataset, f"zip:{digest}"
     default_limit = 500 if small else big_model_limit
-    limit = right.number_input("Images", 10, 5000 if name != DIGITS else 1797, default_limit, step=50, key=f"{key}_limit")
-    if name == DIGITS:
-        return _offline(DIGITS, int(limit)), f"{DIGITS}:{limit}"
+    limit = right.number_input("Images", 10, LIMITS.get(name, 5000), default_limit, step=50, key=f"{key}_limit")
+    if name in LIMITS:
+        return _offline(name, int(limit)), f"{name}:{limit}"
     with st.spinner(f"Loading {name} (downloading once if a network is there)..."):
         try:
             return _torchvision(name, int(limit)), f"{name}:{limit}"

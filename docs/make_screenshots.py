@@ -1,0 +1,103 @@
+"""Screenshots of the app on the trained ImageNet SqueezeNet with the cat, for README.md.
+
+Serves the app as `make run` does (the package sources fetched), drives Debian's Chromium with
+Playwright through the pages, and writes small PNGs into docs/. Run: `.venv/bin/python docs/make_screenshots.py`
+(a few minutes on 2 cores). Needs the test tools (`make test` installs them).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests"))
+
+from conftest import CHROMIUM, serve_app, wait_for_app  # noqa: E402
+
+DOCS = ROOT / "docs"
+WIDTH = 900  # px of the saved PNGs
+
+
+def save(page, name: str, clip_to_main: bool = True) -> None:
+    """Screenshot of the page's main area, shrunk to ``WIDTH`` px, as docs/<name>.png."""
+    raw = DOCS / f".{name}.raw.png"
+    target = page.locator("[data-testid='stMain']") if clip_to_main else page
+    target.screenshot(path=str(raw))
+    image = Image.open(raw).convert("RGB")
+    image = image.resize((WIDTH, round(image.height * WIDTH / image.width)), Image.Resampling.LANCZOS)
+    image.quantize(colors=128, method=Image.Quantize.MEDIANCUT).save(DOCS / f"{name}.png", optimize=True)
+    raw.unlink()
+    print(f"wrote docs/{name}.png ({(DOCS / f'{name}.png').stat().st_size // 1024} KB)")
+
+
+def choose(page, label: str, option: str) -> None:
+    """Pick ``option`` in the main area's select box labelled ``label`` by typing it."""
+    box = page.locator("[data-testid='stMain'] [data-testid='stSelectbox']").filter(has_text=label)
+    box.locator("input").click()
+    page.keyboard.type(option)
+    page.get_by_role("option", name=option, exact=True).click()
+    wait_for_app(page)
+
+
+def slide(page, label: str, presses: int) -> None:
+    """Move the slider labelled ``label`` right by ``presses`` keyboard steps."""
+    slider = page.get_by_role("slider", name=label)
+    slider.focus()
+    for _ in range(presses):
+        page.keyboard.press("ArrowRight")
+    wait_for_app(page)
+
+
+def run_button(page, name: str, done_text: str, timeout: float = 600_000) -> None:
+    page.get_by_role("button", name=name).click()
+    wait_for_app(page, done_text, timeout=timeout)
+
+
+def main() -> None:
+    from playwright.sync_api import sync_playwright
+
+    with serve_app("streamlit_docs", default_model=None) as url, sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--headless", "--no-sandbox", "--disable-gpu"])
+        page = browser.new_context(viewport={"width": 1400, "height": 1000}).new_page()
+
+        def open_page(path: str, text: str | None = None) -> None:
+            page.goto(url)
+            wait_for_app(page, "Top prediction")
+            if path:
+                page.goto(f"{url}/{path}")
+                wait_for_app(page, text, timeout=300_000)
+
+        open_page("")
+        save(page, "home_squeezenet_cat")
+        open_page("filters", "Filter norms")
+        save(page, "filters_squeezenet")
+        open_page("saliency", "Why “tiger cat”?")
+        page.locator("[data-testid='stMain'] .js-plotly-plot").first.scroll_into_view_if_needed()
+        save(page, "saliency_squeezenet_cat")
+        open_page("activations", "One channel, large")
+        save(page, "activations_squeezenet_cat")
+
+        open_page("class_visualization", "Regularizers")
+        choose(page, "Class", "130: flamingo")
+        slide(page, "Steps", 10)  # 100 -> 150
+        slide(page, "Blur every k steps (0: off)", 4)
+        slide(page, "Jitter (pixels)", 4)
+        run_button(page, "Generate", "Download PNG")
+        save(page, "classviz_flamingo")
+
+        open_page("deepdream", "Steps per octave")
+        choose(page, "Layer", "features.8")
+        run_button(page, "Dream", "Download PNG")
+        save(page, "deepdream_features8")
+
+        open_page("adversarial", "PGD steps")
+        run_button(page, "Attack", "Adversarial: top-5")
+        save(page, "adversarial_squeezenet_cat")
+        browser.close()
+
+
+if __name__ == "__main__":
+    main()
