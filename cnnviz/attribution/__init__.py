@@ -37,7 +37,15 @@ from .guided import (
 from .incremental_occlusion import cut_points, incremental_scores, plan_regions, tail_gradients
 from .op_graph import UnsupportedGraph, capture_graph
 from .sanity import SanityStage, _randomize, _weighted_layers, randomization_sanity_check
-from .sensitivity import DEFAULT_TOLERANCE, FAST_PREVIEW, MIN_SAVING, OcclusionMap, occlusion, occlusion_map
+from .sensitivity import (
+    DEFAULT_TOLERANCE,
+    FAST_PREVIEW,
+    MIN_SAVING,
+    OCCLUSION_MODES,
+    OcclusionMap,
+    occlusion,
+    occlusion_map,
+)
 from .targets import (
     METHODS,
     Progress,
@@ -51,7 +59,7 @@ from .targets import (
 )
 
 __all__ = [
-    "DEFAULT_TOLERANCE", "FAST_PREVIEW", "METHODS", "MIN_SAVING", "Attribution", "OcclusionMap", "UnsupportedGraph",
+    "DEFAULT_TOLERANCE", "FAST_PREVIEW", "METHODS", "MIN_SAVING", "OCCLUSION_MODES", "Attribution", "OcclusionMap", "UnsupportedGraph",
     "batched_outputs", "capture_graph", "cut_points", "incremental_scores", "occlusion_map", "plan_regions",
     "tail_gradients", "GuidedReLUMode", "Progress", "SanityStage", "Target", "attribute", "bf16_inference_copy",
     "bf16_supported", "completeness_gap", "count_relus", "default_cam_layer", "grad_cam", "guided_backprop",

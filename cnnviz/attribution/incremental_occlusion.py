@@ -38,7 +38,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from .op_graph import Graph, Ref, UnsupportedGraph, capture_graph, fold_batch_norms
+from .op_graph import Graph, Ref, UnsupportedGraph, capture_graph, fold_recorded_batch_norms
 
 FULL_AREA = 0.7
 """A box covering this fraction of its map (or more) is computed in full instead."""
@@ -469,7 +469,7 @@ def incremental_scores(
     Raises:
         UnsupportedGraph: the forward pass cannot be replayed region-wise, or would save too little.
     """
-    graph = fold_batch_norms(capture_graph(network, image))
+    graph = fold_recorded_batch_norms(capture_graph(network, image))
     plan = plan_regions(graph, positions, window)
     if plan.saving < min_saving:
         raise UnsupportedGraph(f"{_first_global(graph, plan)}, so it would skip only {plan.saving:.0%} of the work")

@@ -332,7 +332,7 @@ def _same(value: Tensor) -> Tensor:
     return value
 
 
-def fold_batch_norms(graph: Graph) -> Graph:
+def fold_recorded_batch_norms(graph: Graph) -> Graph:
     """A copy of the graph where every eval-mode batch norm right after a convolution (and the
     convolution's only reader) is folded into it: scaled weights and a new bias, and the batch norm
     becomes the identity. The same function up to rounding, one operation less per layer. The

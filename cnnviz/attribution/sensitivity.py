@@ -44,6 +44,14 @@ with the exact one above 0.99 in bench/."""
 FAST_PREVIEW = 0.3
 """``tolerance`` of the page's "fast preview"."""
 
+OCCLUSION_MODES: dict[str, tuple[dict, str]] = {
+    "default": ({}, "first-order beyond the block where that stays within 10 % on a sample; "
+                    "Pearson ≥ 0.99 with the exact map in bench/"),
+    "fast preview": ({"tolerance": FAST_PREVIEW}, "30 % error bound; typically Pearson ≈ 0.98 with the exact map"),
+    "exact": ({"precision": "float32", "tolerance": 0.0}, "float32, every layer recomputed where the window reaches"),
+}
+"""The occlusion settings the Saliency page offers: name -> (``occlusion`` keyword arguments, what to expect)."""
+
 
 @dataclass
 class OcclusionMap:
