@@ -1,5 +1,6 @@
 """Benchmark of cnnviz.attribution: gradient methods vs one forward + input-gradient pass, and
-occlusion vs Captum's Occlusion, on ResNet-18 (random weights, 1x3x224x224) and the trained small CNN.
+occlusion's engines (batched, incremental, approximate) vs Captum's Occlusion, on ResNet-18 (random
+weights, 1x3x224x224), the trained SqueezeNet 1.1 and the trained small CNN.
 
 Run: ``.venv/bin/python bench/bench_attribution.py [--repeats 5]``. Prints a markdown table.
 Timings are medians of interleaved repeats, so a shared, noisy CPU affects all rows alike.
@@ -56,48 +57,75 @@ def pearson(a: torch.Tensor, b: torch.Tensor) -> float:
     return float(np.corrcoef(a.flatten().double().numpy(), b.flatten().double().numpy())[0, 1])
 
 
-def occlusion_rows(label: str, model: torch.nn.Module, x: torch.Tensor, window: int, stride: int,
-                   repeats: int, batched_ppe: int) -> list[tuple[str, float, str, str]]:
+def occlusion_rows(label: str, model: torch.nn.Module, x: torch.Tensor, window: int, stride: int, repeats: int,
+                   curve: tuple[float, ...] = ()) -> list[tuple[str, float, str, str]]:
+    """Captum's Occlusion (ppe 1 and 16) against cnnviz's engines in one interleaved run, each map
+    with its Pearson correlation to the exact fp32 map; ``curve``: extra tolerances of the
+    approximate mode."""
     from captum.attr import Occlusion
 
     with torch.inference_mode():
         target = int(model(x).argmax())
     c = x.shape[1]
     captum = Occlusion(model)
+    maps: dict[str, torch.Tensor] = {}
+    notes: dict[str, str] = {}
 
     def captum_run(ppe: int):
         return lambda: captum.attribute(x, target=target, sliding_window_shapes=(c, window, window),
                                         strides=(c, stride, stride), baselines=0, perturbations_per_eval=ppe)
 
-    exact = A.occlusion(model, x, target, window, stride, precision="float32")
-    fast = A.occlusion(model, x, target, window, stride, precision="auto")
-    captum_map = captum_run(1)()[:, 0]
+    def ours(name: str, **options):
+        def job():
+            result = A.occlusion_map(model, x, target, window, stride, **options)
+            maps[name], notes[name] = result.heat, result.note
+        return job
+
     jobs = {
         "captum1": captum_run(1),
-        f"captum{batched_ppe}": captum_run(batched_ppe),
-        "exact": lambda: A.occlusion(model, x, target, window, stride, precision="float32"),
-        "fast": lambda: A.occlusion(model, x, target, window, stride, precision="auto"),
+        "captum16": captum_run(16),
+        "batched fp32": ours("batched fp32", precision="float32", engine="batched"),
+        "batched bf16": ours("batched bf16", precision="bfloat16", engine="batched"),
+        "incremental fp32": ours("incremental fp32", precision="float32", engine="incremental"),
+        "incremental bf16": ours("incremental bf16", precision="bfloat16", engine="incremental", tolerance=0.0),
+        "default": ours("default"),
+        **{f"tolerance {t}": ours(f"tolerance {t}", precision="float32", tolerance=t) for t in curve},
     }
     t = median_times(jobs, repeats, ratio_to="captum1")
+    exact = maps["batched fp32"]
+    captum_map = captum_run(1)()[:, 0]
     n = len(A.occlusion_positions(tuple(x.shape[-2:]), (window, window), (stride, stride)))
-    ref = t["captum1"]
-    fast_name = "bf16 copy, batch norms folded" if A.bf16_supported() else "fp32 (no native bf16)"
-    return [
-        (f"{label}: Captum Occlusion, perturbations_per_eval=1 ({n} windows {window}/{stride})", ref, "1.00 (reference)",
-         f"max abs diff to cnnviz exact {float((captum_map - exact).abs().max()):.1e}"),
-        (f"{label}: Captum Occlusion, perturbations_per_eval={batched_ppe}", t[f"captum{batched_ppe}"],
-         f"{1 / t[f'captum{batched_ppe}/ratio']:.2f}× faster", ""),
-        (f"{label}: cnnviz occlusion, exact fp32, batched, channels-last", t["exact"], f"{1 / t['exact/ratio']:.2f}× faster",
-         "correlation 1 (exact)"),
-        (f"{label}: **cnnviz occlusion, default** ({fast_name}, batched, channels-last)", t["fast"],
-         f"**{1 / t['fast/ratio']:.2f}× faster**",
-         f"Pearson {pearson(fast, exact):.4f}, Spearman {rank_correlation(fast[0], exact[0]):.4f} vs exact fp32"),
+
+    def fidelity(name: str) -> str:
+        return f"Pearson {pearson(maps[name], exact):.4f} vs exact fp32"
+
+    def speed(name: str, bold: bool = False) -> str:
+        text = f"{1 / t[f'{name}/ratio']:.2f}× faster"
+        return f"**{text}**" if bold else text
+
+    rows = [
+        (f"{label}, {n} windows {window}/{stride}: Captum Occlusion, perturbations_per_eval=1", t["captum1"],
+         "1.00 (reference)", f"max abs diff to cnnviz exact {float((captum_map - exact).abs().max()):.1e}"),
+        (f"{label}: Captum Occlusion, perturbations_per_eval=16", t["captum16"], speed("captum16"), ""),
+        (f"{label}: cnnviz batched, exact fp32 (the engine before incremental inference)", t["batched fp32"],
+         speed("batched fp32"), "exact"),
+        (f"{label}: cnnviz batched, bf16 copy with batch norms folded", t["batched bf16"], speed("batched bf16"),
+         fidelity("batched bf16")),
+        (f"{label}: cnnviz incremental, exact fp32", t["incremental fp32"], speed("incremental fp32"),
+         f"{fidelity('incremental fp32')}; {notes['incremental fp32']}"),
+        (f"{label}: cnnviz incremental, exact bf16", t["incremental bf16"], speed("incremental bf16"),
+         f"{fidelity('incremental bf16')}; {notes['incremental bf16']}"),
+        (f"{label}: **cnnviz occlusion, default**", t["default"], speed("default", True),
+         f"**{fidelity('default')}**; {notes['default']}"),
     ]
+    rows += [(f"{label}: cnnviz approximate, fp32, tolerance {tol}", t[f"tolerance {tol}"], speed(f"tolerance {tol}"),
+              f"{fidelity(f'tolerance {tol}')}; {notes[f'tolerance {tol}']}") for tol in curve]
+    return rows
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -129,11 +157,18 @@ def main() -> None:
         ("ResNet-18: cnnviz guided_backprop", t["guided"], f"**{t['guided/ratio']:.2f}×** fwd+grad", "bar ≤ 1.15×"),
         ("ResNet-18: cnnviz grad_cam (layer4)", t["gradcam"], f"**{t['gradcam/ratio']:.2f}×** fwd+grad", "bar ≤ 1.15×"),
     ]
-    rows += occlusion_rows("ResNet-18", model, x, 32, 16, args.repeats, 16)
+    curve = (0.05, 0.1, 0.2, 0.3, 0.5)
+    rows += occlusion_rows("ResNet-18", model, x, 32, 16, args.repeats, curve)
+    rows += occlusion_rows("ResNet-18", model, x, 16, 8, max(1, args.repeats - 1))
+    squeezenet = load_model("squeezenet1_1")
+    squeeze_label = f"SqueezeNet 1.1 ({squeezenet.label.split(' · ')[-1]})"
+    squeeze_x = squeezenet.preprocessing(load_sample("cat (scikit-image)"))
+    rows += occlusion_rows(squeeze_label, squeezenet.module, squeeze_x, 32, 16, args.repeats, curve)
+    rows += occlusion_rows(squeeze_label, squeezenet.module, squeeze_x, 16, 8, max(1, args.repeats - 1))
     small = load_model("small_cnn")
     digit = small.preprocessing(load_sample("digit 3"))
-    rows += occlusion_rows("small CNN (trained, 32×32)", small.module, digit, 8, 4, args.repeats, 16)
-    assert leftover_state(model) == [] and leftover_state(small.module) == []
+    rows += occlusion_rows(f"small CNN ({small.label.split(' · ')[-1]}, 32×32)", small.module, digit, 8, 4, args.repeats)
+    assert leftover_state(model) == [] and leftover_state(small.module) == [] and leftover_state(squeezenet.module) == []
 
     print(f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}, "
           f"{args.threads} threads, bf16 native: {A.bf16_supported()}, medians of {args.repeats} interleaved repeats "

@@ -28,7 +28,10 @@ ui.explainer(
     "depends on them on average, keeps the positive part and upsamples it: coarse but class-specific.\n"
     "- **Occlusion** (Zeiler & Fergus, 2014): slides a grey square (the mean image, 0 after normalisation) over "
     "the image and records how much the class score drops. Red: hiding it lowers the score; blue: raises it. "
-    "The slowest method: one forward pass per window position (batched, bfloat16 where the CPU has it).\n"
+    "The slowest method: one forward pass per window position. cnnviz caches the clean image's activations and "
+    "recomputes, layer by layer, only the part a window can change (Krypton, Nakandala et al., 2019); by default "
+    "the last layers, where a window changes everything, are replaced by their first-order expansion where a "
+    "sample of windows shows that stays within 10 %. *Fast preview* allows 30 %, *exact* recomputes all.\n"
     "- **SmoothGrad** (Smilkov et al., 2017): the vanilla gradient averaged over noisy copies of the image, "
     "which removes much of its speckle.\n"
     "- **Integrated gradients** (Sundararajan et al., 2017): the gradient averaged along a straight path from a "
@@ -104,9 +107,12 @@ with st.expander("Method settings", expanded=False):
     samples = s3.slider("SmoothGrad samples", 1, 100, 25, key="saliency_samples")
     noise = s4.slider("SmoothGrad noise (fraction of range)", 0.0, 0.5, 0.15, 0.01, key="saliency_noise")
     steps = s5.slider("Integrated-gradients steps", 4, 200, 50, key="saliency_steps")
-params = {"layer": layer, "window": window, "stride": stride, "samples": samples, "noise": noise, "seed": 0, "steps": steps}
+    occlusion_mode = st.radio("Occlusion", list(A.OCCLUSION_MODES), horizontal=True, key="saliency_occlusion_mode",
+                              captions=[caption for _, caption in A.OCCLUSION_MODES.values()])
+params = {"layer": layer, "window": window, "stride": stride, "samples": samples, "noise": noise, "seed": 0, "steps": steps,
+          "occlusion mode": occlusion_mode, **A.OCCLUSION_MODES[occlusion_mode][0]}
 relevant = {
-    "Grad-CAM": ("layer",), "occlusion": ("window", "stride"), "SmoothGrad": ("samples", "noise", "seed"),
+    "Grad-CAM": ("layer",), "occlusion": ("window", "stride", "occlusion mode"), "SmoothGrad": ("samples", "noise", "seed"),
     "integrated gradients": ("steps",),
 }
 target_name = model.class_names[target]

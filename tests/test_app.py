@@ -130,3 +130,12 @@ def test_the_library_never_imports_streamlit():
            "print('streamlit' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert out.stdout.strip() == "False", out.stderr
+
+
+@pytest.mark.parametrize("mode, first_order", [("fast preview", True), ("exact", False)])
+def test_saliency_occlusion_modes_say_how_the_map_was_computed(mode, first_order):
+    at = new_app(model_name="small_cnn", saliency_methods=["occlusion"], saliency_occlusion_mode=mode).run()
+    at.switch_page("pages/saliency.py").run()
+    assert not at.exception and not at.error
+    notes = [c.value for c in at.caption if "incremental inference" in c.value]
+    assert len(notes) == 1 and ("first-order" in notes[0]) == first_order, [c.value for c in at.caption]
