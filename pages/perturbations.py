@@ -83,14 +83,14 @@ def norms_figure(found: dict) -> go.Figure:
         levels, attack = found[method]
         rows.append((f"{method}, ε = {levels}/255" if levels else f"{method}: none ≤ {adversarial.MAX_EPSILON_LEVELS}/255",
                      attack.perturbation if levels else None))
-    fig = make_subplots(rows=1, cols=2, subplot_titles=["L2 norm (pixels in 0…1)", "largest pixel change (levels)"],
-                        shared_yaxes=True, horizontal_spacing=0.05)
+    fig = make_subplots(rows=1, cols=2, subplot_titles=["L2 norm", "max change (of 255)"],
+                        shared_yaxes=True, horizontal_spacing=0.08)
     names = [name for name, _ in rows]
     for col, size in ((1, lambda d: float(d.flatten().norm())), (2, lambda d: float(d.abs().max()) * 255)):
         values = [size(d) if d is not None else 0.0 for _, d in rows]
         texts = [f"{v:.3g}" if d is not None else "—" for v, (_, d) in zip(values, rows)]
         fig.add_trace(go.Bar(x=values, y=names, orientation="h", text=texts, textposition="auto"), row=1, col=col)
-    fig.update_layout(title="The smallest fooling change of each method", showlegend=False, height=280,
+    fig.update_layout(title="Smallest fooling change", showlegend=False, height=280,
                       yaxis={"autorange": "reversed"}, margin=dict(l=10, r=10, t=70, b=10))
     return fig
 
@@ -107,7 +107,7 @@ if st.session_state.get("df_params") == df_params:
     c3.image(optimization.visible(result.adversarial), caption="original + perturbation (clipped to 0…1)", width="stretch")
     before, after = found["before"][0], found["after"][0]
     norm_text = (f"L2 norm {float(result.norm[0]):.3g} ({float(result.relative_norm[0]) * 100:.2g} % of the image's), "
-                 f"largest pixel change {float(result.perturbation.abs().max()) * 255:.2g} of 255 levels, "
+                 f"largest pixel change {float(result.perturbation.abs().max()) * 255:.0f} of 255 levels, "
                  f"{int(result.iterations[0])} DeepFool steps")
     if bool(result.fooled[0]):
         st.success(f"'{before[0]}' ({before[1]:.1%}) → '{after[0]}' ({after[1]:.1%}) with {norm_text}.")
