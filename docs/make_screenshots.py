@@ -1,7 +1,7 @@
 """Screenshots of the app on the trained ImageNet SqueezeNet with the cat, for README.md.
 
 Serves the app as `make run` does (the package sources fetched), drives Debian's Chromium with
-Playwright through the pages, and writes small PNGs into docs/. Run: `.venv/bin/python docs/make_screenshots.py`
+Playwright through the pages, and writes small PNGs into docs/. Run: `.venv/bin/python docs/make_screenshots.py [--generate]`
 (a few minutes on 2 cores). Needs the test tools (`make test` installs them).
 """
 
@@ -19,6 +19,7 @@ from conftest import CHROMIUM, serve_app, wait_for_app  # noqa: E402
 
 DOCS = ROOT / "docs"
 WIDTH = 900  # px of the saved PNGs
+ONLY_GENERATE = "--generate" in sys.argv  # only the Generate pages' screenshots (the slow ones)
 
 
 def save(page, name: str, clip_to_main: bool = True) -> None:
@@ -68,17 +69,19 @@ def main() -> None:
             wait_for_app(page, "Top prediction")
             if path:
                 page.goto(f"{url}/{path}")
-                wait_for_app(page, text, timeout=300_000)
+                page.get_by_text(text).filter(visible=True).first.wait_for(timeout=300_000)
+                wait_for_app(page, timeout=300_000)
 
-        open_page("")
-        save(page, "home_squeezenet_cat")
-        open_page("filters", "Filter norms")
-        save(page, "filters_squeezenet")
-        open_page("saliency", "Why “tiger cat”?")
-        page.locator("[data-testid='stMain'] .js-plotly-plot").first.scroll_into_view_if_needed()
-        save(page, "saliency_squeezenet_cat")
-        open_page("activations", "One channel, large")
-        save(page, "activations_squeezenet_cat")
+        if not ONLY_GENERATE:
+            open_page("")
+            save(page, "home_squeezenet_cat")
+            open_page("filters", "Filter norms")
+            save(page, "filters_squeezenet")
+            open_page("saliency", "Why “tiger cat”?")
+            page.locator("[data-testid='stMain'] .js-plotly-plot").first.scroll_into_view_if_needed()
+            save(page, "saliency_squeezenet_cat")
+            open_page("activations", "One channel, large")
+            save(page, "activations_squeezenet_cat")
 
         open_page("class_visualization", "Regularizers")
         choose(page, "Class", "130: flamingo")
