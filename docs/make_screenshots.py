@@ -45,7 +45,7 @@ def choose(page, label: str, option: str) -> None:
 
 def slide(page, label: str, presses: int) -> None:
     """Move the slider labelled ``label`` right by ``presses`` keyboard steps."""
-    slider = page.get_by_role("slider", name=label)
+    slider = page.get_by_role("slider", name=label, exact=True)
     slider.focus()
     for _ in range(presses):
         page.keyboard.press("ArrowRight")
