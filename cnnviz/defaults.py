@@ -25,6 +25,9 @@ DREAM_DEPTH = 0.6  # DeepDream: mid-to-deep blocks amplify parts (eyes, fur), no
 FEATURE_DEPTH = 0.5  # one channel of an inner layer (Saliency, Class viz, Activations, Patches): parts and textures
 INVERSION_DEPTH = 0.5  # one inversion: deep enough to lose colour and position, shallow enough to recognise
 INVERSION_ROW = (0.0, 0.35, 0.7, 1.0)  # the row: first block to last, so the loss of information with depth shows
+# With a classifier the row ends on the class scores instead of the last block: a small network's feature maps
+# are overcomplete (the small CNN's last block keeps 8 values per pixel and inverts perfectly); its 10 scores do not.
+INVERSION_ROW_WITH_SCORES = (0.0, 0.5, 1.0)
 
 
 def block_outputs(model: nn.Module, rows: Sequence[LayerRow]) -> list[str]:
@@ -84,15 +87,32 @@ def teaching_layers(model: nn.Module, rows: Sequence[LayerRow]) -> dict[str, obj
     """Every page's default layers for ``model``: one place to read and test them.
 
     Returns:
-        ``dream``, ``feature``, ``inversion`` (layer names) and ``inversion_row`` (a list of names).
+        ``dream``, ``feature``, ``inversion`` (layer names) and ``inversion_row`` (a list of names,
+        ending on the class scores when the network has them).
     """
     blocks = block_outputs(model, rows)
+    scores = class_scores_layer(rows)
+    row = spread(blocks, INVERSION_ROW_WITH_SCORES) + [scores] if scores else spread(blocks, INVERSION_ROW)
     return {
         "dream": at_depth(blocks, DREAM_DEPTH),
         "feature": at_depth(blocks, FEATURE_DEPTH),
         "inversion": at_depth(blocks, INVERSION_DEPTH),
-        "inversion_row": spread(blocks, INVERSION_ROW),
+        "inversion_row": row,
     }
+
+
+def class_scores_layer(rows: Sequence[LayerRow]) -> str | None:
+    """The layer that outputs the class scores: the last one whose output is one vector per image
+    ((N, K) or (N, K, 1, 1), K > 1) and that is not a flatten, or None (a features-only network)."""
+    for row in reversed(rows):
+        shape = row.output_shape
+        if shape is None or row.type in ("Flatten", "Dropout", "Identity"):
+            continue
+        if len(shape) == 2 and shape[1] > 1 or len(shape) == 4 and shape[2:] == (1, 1) and shape[1] > 1:
+            return row.name
+        if len(shape) == 4:
+            return None  # the network ends on feature maps
+    return None
 
 
 def strongest_channel(model: nn.Module, x: Tensor, layer: str, reduce: str = "max") -> int:
@@ -108,6 +128,9 @@ def strongest_channel(model: nn.Module, x: Tensor, layer: str, reduce: str = "ma
         act = forward_until(model, x, layer)[layer][0].flatten(1).float()  # (C, H*W)
     values = act.amax(dim=1) if reduce == "max" else act.mean(dim=1)
     return int(np.argmax(values.cpu().numpy()))
+
+
+MAX_TRIED = 50  # central candidates whose neighbours are checked (a random network may have none that agree)
 
 
 def typical_sample(features: np.ndarray, labels: Sequence[int], predicted: Sequence[int] | None = None, k: int = 5) -> int:
@@ -126,22 +149,29 @@ def typical_sample(features: np.ndarray, labels: Sequence[int], predicted: Seque
     Returns:
         The sample's index.
     """
-    x = np.asarray(features, dtype=np.float64)
+    x = np.asarray(features, dtype=np.float32)
     y = np.asarray(labels)
     n = len(y)
     if n == 0:
         raise ValueError("No samples.")
     k = max(1, min(k, n - 1))
-    squared = (x * x).sum(1)
-    distances = squared[:, None] + squared[None, :] - 2.0 * x @ x.T
-    np.fill_diagonal(distances, np.inf)
-    neighbours = np.argsort(distances, axis=1)[:, :k]
-    agree = (y[neighbours] == y[:, None]).mean(1)
     correct = np.ones(n, bool) if predicted is None else np.asarray(predicted) == y
-    centroids = {label: x[y == label].mean(0) for label in np.unique(y)}
-    spread = {label: float(np.linalg.norm(x[y == label] - centroids[label], axis=1).mean()) or 1.0 for label in centroids}
-    centrality = np.array([np.linalg.norm(x[i] - centroids[y[i]]) / spread[y[i]] for i in range(n)])
-    for mask in (correct & (agree == 1.0), agree == 1.0, correct, np.ones(n, bool)):
+    centrality = np.empty(n)
+    for label in np.unique(y):
+        members = y == label
+        distance = np.linalg.norm(x[members] - x[members].mean(0), axis=1)
+        centrality[members] = distance / (distance.mean() or 1.0)
+
+    def neighbours_agree(i: int) -> bool:
+        distance = ((x - x[i]) ** 2).sum(1)
+        distance[i] = np.inf
+        return bool((y[np.argpartition(distance, k - 1)[:k]] == y[i]).all()) if n > 1 else True
+
+    by_centrality = np.argsort(centrality, kind="stable")  # most central first; O(N·D) per candidate tried
+    for i in by_centrality[:MAX_TRIED]:
+        if correct[i] and neighbours_agree(int(i)):
+            return int(i)
+    for mask in (correct, np.ones(n, bool)):  # relaxed: no central sample's neighbours all agree
         if mask.any():
-            return int(np.flatnonzero(mask)[np.argmin(centrality[mask])])
+            return int(by_centrality[mask[by_centrality]][0])
     return 0  # unreachable

@@ -62,8 +62,9 @@ if state and state["last"] is not None:
         "model": model.label, "stopped_at_step": last.step, "final_losses": last.losses})
 
 st.subheader("A row of depths")
-row_layers = st.multiselect("Layers, shallow to deep", spatial, default=teaching["inversion_row"], key=f"inv_row_{model.name}", max_selections=6)
-row_layers = [name for name in spatial if name in row_layers]  # keep depth order
+row_options = spatial + [name for name in teaching["inversion_row"] if name not in spatial]  # and the class scores
+row_layers = st.multiselect("Layers, shallow to deep", row_options, default=teaching["inversion_row"], key=f"inv_row_{model.name}", max_selections=6)
+row_layers = [name for name in row_options if name in row_layers]  # keep depth order
 row_params = {**meta, "layers": row_layers, **common}
 
 

@@ -33,18 +33,23 @@ def test_every_default_is_an_existing_block_output_of_the_network(name, pretrain
     shapes = {row.name: row.output_shape for row in rows}
     modules = dict(model.module.named_modules())
     chosen = defaults.teaching_layers(model.module, rows)
-    names = [chosen["dream"], chosen["feature"], chosen["inversion"], *chosen["inversion_row"]]
+    scores = defaults.class_scores_layer(rows)
+    assert (scores is None) == (name == "vgg16_features")  # the features-only network has no class scores
+    row = chosen["inversion_row"]
+    if scores:
+        assert row[-1] == scores and scores in modules
+        assert int(np.prod(shapes[scores][1:])) == len(model.class_names)
+    names = [chosen["dream"], chosen["feature"], chosen["inversion"], *[n for n in row if n != scores]]
     for layer in names:
         assert layer in modules, layer
         shape = shapes[layer]
         assert shape is not None and len(shape) == 4 and shape[2] * shape[3] > 1, (layer, shape)
         assert not isinstance(modules[layer], (*NOT_A_BLOCK, nn.Sequential)), (layer, type(modules[layer]))
         assert "downsample" not in layer and ".bn" not in layer, layer
-    order = [row.name for row in rows]
-    row = chosen["inversion_row"]
+    order = [r.name for r in rows]
     assert len(row) >= min(3, len(defaults.block_outputs(model.module, rows)))
     assert [order.index(n) for n in row] == sorted(order.index(n) for n in row)  # shallow to deep
-    assert shapes[row[0]][2] > shapes[row[-1]][2]  # the row ends coarser than it starts: depth loses "where"
+    assert shapes[row[0]][2] > (shapes[row[-1]] + (1, 1))[2]  # the row ends coarser than it starts: depth loses "where"
 
 
 def test_resnet_blocks_are_the_basic_blocks_not_their_batch_norms_or_shortcuts():
