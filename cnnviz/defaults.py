@@ -88,7 +88,7 @@ def teaching_layers(model: nn.Module, rows: Sequence[LayerRow]) -> dict[str, obj
 
     Returns:
         ``dream``, ``feature``, ``inversion`` (layer names) and ``inversion_row`` (a list of names,
-        ending on the class scores when the network has them).
+        ending on the class scores when the network has them), ``last_block``.
     """
     blocks = block_outputs(model, rows)
     scores = class_scores_layer(rows)
@@ -98,6 +98,7 @@ def teaching_layers(model: nn.Module, rows: Sequence[LayerRow]) -> dict[str, obj
         "feature": at_depth(blocks, FEATURE_DEPTH),
         "inversion": at_depth(blocks, INVERSION_DEPTH),
         "inversion_row": row,
+        "last_block": blocks[-1],
     }
 
 

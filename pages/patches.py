@@ -39,7 +39,7 @@ model = ctx.model
 dataset, dataset_key = ui.datasets.choose_dataset(model.name, "patches", big_model_limit=8)
 layers = list(ui.spatial_layers(ctx))
 teaching = ui.teaching_layers(ctx)
-default = teaching["inversion_row"][-1] if model.name == "small_cnn" else teaching["feature"]  # block outputs; the digits' last
+default = teaching["last_block"] if model.name == "small_cnn" else teaching["feature"]  # block outputs; the digits' last
 c1, c2, c3 = st.columns([2, 1, 1])
 layer = c1.selectbox("Layer", layers, index=layers.index(default), key=f"patches_layer_{model.name}")
 maxima = ui.cached(

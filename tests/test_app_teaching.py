@@ -160,3 +160,16 @@ def test_class_colours_are_okabe_ito_and_distinct_for_ten_digits():
     assert len(set(styles)) == 10
     assert {c for c, _ in styles} <= set(OKABE_ITO)
     assert styles[0][0] == "#000000"  # the palest (yellow) comes last
+
+
+CHANGED = ["pages/patches.py", "pages/deepdream.py", "pages/inversion.py", "pages/class_visualization.py",
+           "pages/saliency.py", "pages/embeddings.py", "pages/live.py", "pages/home.py"]
+
+
+@pytest.mark.parametrize("page", CHANGED)
+@pytest.mark.parametrize("model", ["small_cnn", "resnet18"])
+def test_pages_with_teaching_defaults_run_on_the_small_cnn_and_random_resnet(page, model):
+    at = new_app(model_name=model).run()
+    at.switch_page(page).run()
+    assert not at.exception, at.exception
+    assert not at.error, [e.value for e in at.error]

@@ -39,7 +39,7 @@ def test_every_default_is_an_existing_block_output_of_the_network(name, pretrain
     if scores:
         assert row[-1] == scores and scores in modules
         assert int(np.prod(shapes[scores][1:])) == len(model.class_names)
-    names = [chosen["dream"], chosen["feature"], chosen["inversion"], *[n for n in row if n != scores]]
+    names = [chosen["dream"], chosen["feature"], chosen["inversion"], chosen["last_block"], *[n for n in row if n != scores]]
     for layer in names:
         assert layer in modules, layer
         shape = shapes[layer]
