@@ -12,7 +12,6 @@ from streamlit.testing.v1 import AppTest
 
 from cnnviz import defaults
 from cnnviz.layers import layer_table
-from cnnviz.models import load_model
 from conftest import ROOT
 
 SECTIONS = re.findall(r'^    "([^"]+)": \[', (ROOT / "app.py").read_text(), flags=re.M)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 from torch import nn
 from torchvision.models.feature_extraction import create_feature_extractor
 
