@@ -42,6 +42,6 @@ PAGES = {
     "Live": [st.Page("pages/live.py", title="Live camera", icon=":material/videocam:")],
 }
 
-page = st.navigation(PAGES)
+page = ui.navigation(PAGES)  # st.navigation, and Home lists PAGES; an unknown link says so
 ui.sidebar()
 page.run()

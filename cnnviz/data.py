@@ -130,14 +130,15 @@ def digits_dataset(limit: int | None = None, seed: int = 0) -> ImageDataset:
     """scikit-learn's 1,797 handwritten digits at 32×32, the small CNN's own data.
 
     Args:
-        limit: keep a seeded, class-stratified-ish random sample of this many (None: all).
+        limit: keep the first ``limit`` of one seeded permutation (None: all), so a larger limit
+            keeps every image at its number.
     """
     from .small_cnn import CLASS_NAMES, load_digits_images
 
     images, labels = load_digits_images()
     dataset = ImageDataset("digits (scikit-learn)", images, labels, tuple(CLASS_NAMES))
     if limit is not None and limit < len(dataset):
-        order = np.sort(np.random.default_rng(seed).permutation(len(dataset))[:limit])
+        order = np.random.default_rng(seed).permutation(len(dataset))[:limit]  # a prefix: image #i stays #i as limit grows
         dataset = dataset.subset(order, name=f"digits (scikit-learn, {limit} of {len(labels)})")
     return dataset
 
@@ -207,7 +208,8 @@ def mnist_dataset(split: str = "all", limit: int | None = None, seed: int = 0) -
 
     Args:
         split: "all", "train" (4,000) or "test" (the 1,000 held out; see ``mnist_split``).
-        limit: keep a seeded random sample of this many, in index order (None: all of the split).
+        limit: keep the first ``limit`` of one seeded permutation (None: all of the split), so a
+            larger limit keeps every image at its number.
 
     Raises:
         SourceError: when the source is not fetched yet.
@@ -221,7 +223,7 @@ def mnist_dataset(split: str = "all", limit: int | None = None, seed: int = 0) -
     else:
         raise ValueError(f"Unknown MNIST split {split!r}: use 'all', 'train' or 'test'.")
     if limit is not None and limit < len(order):
-        order = np.sort(np.random.default_rng(seed).permutation(order)[:limit])
+        order = np.random.default_rng(seed).permutation(order)[:limit]  # a prefix: image #i stays #i as limit grows
 
     def make(i: int) -> Image.Image:
         return Image.fromarray(pixels[order[i]]).convert("RGB")
@@ -521,7 +523,7 @@ def torchvision_dataset(
     labels = np.asarray(data.targets, dtype=np.int64)
     order = np.arange(len(labels))
     if limit is not None and limit < len(labels):
-        order = np.sort(np.random.default_rng(seed).permutation(len(labels))[:limit])
+        order = np.random.default_rng(seed).permutation(len(labels))[:limit]  # a prefix: image #i stays #i as limit grows
 
     def make(i: int) -> Image.Image:
         return Image.fromarray(pixels[order[i]]).convert("RGB")

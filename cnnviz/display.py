@@ -187,3 +187,29 @@ def signed_image(values: ArrayLike, percentile: float = 99.5) -> Image.Image:
         raise ValueError(f"signed_image expects (H, W) or (C, H, W), not {array.shape}.")
     scaled = normalize(array, percentile, symmetric=True) * 0.5 + 0.5
     return Image.fromarray((scaled * 255).round().clip(0, 255).astype(np.uint8))
+
+
+# Okabe & Ito (2008), *Color Universal Design*: distinguishable with every common colour-vision deficiency.
+# Black first and yellow last, so the palest colour is used only when there are eight classes or more.
+OKABE_ITO = ("#000000", "#E69F00", "#56B4E9", "#009E73", "#0072B2", "#D55E00", "#CC79A7", "#F0E442")
+CLASS_SYMBOLS = ("circle", "diamond", "square", "x", "triangle-up")
+
+
+def class_style(index: int) -> tuple[str, str]:
+    """Colour and marker symbol of class ``index``: Okabe–Ito colours, then a new symbol per round of eight."""
+    return OKABE_ITO[index % len(OKABE_ITO)], CLASS_SYMBOLS[(index // len(OKABE_ITO)) % len(CLASS_SYMBOLS)]
+
+
+def framed_thumbnail(image: Image.Image, color: str, size: int = 32, border: int = 3) -> Image.Image:
+    """``image`` resized to ``size``×``size`` inside a ``border``-pixel frame of ``color`` (its class)."""
+    inner = size - 2 * border
+    canvas = Image.new("RGB", (size, size), color)
+    canvas.paste(image.convert("RGB").resize((inner, inner)), (border, border))
+    return canvas
+
+
+def data_uri(image: Image.Image) -> str:
+    """``image`` as a PNG ``data:`` URI (a plotly layout image's source)."""
+    import base64
+
+    return "data:image/png;base64," + base64.b64encode(png_bytes(image)).decode("ascii")

@@ -25,7 +25,8 @@ spatial = list(ui.spatial_layers(ctx, containers=False))
 small = model.input_size[1] < 64
 
 c1, c2, c3 = st.columns(3)
-layer = c1.selectbox("Layer", spatial, index=len(spatial) // 2, key=f"dd_layer_{model.name}")
+default_layer = ui.teaching_layers(ctx)["dream"]  # a block output past mid-depth: parts, not batch-norm noise
+layer = c1.selectbox("Layer", spatial, index=spatial.index(default_layer), key=f"dd_layer_{model.name}")
 size = c2.slider("Output size (longer side, pixels)", 32, synthesis.MAX_DREAM_SIZE, 64 if small else 320, step=16, key="dd_size")
 steps = c3.slider("Steps per octave", 1, 100, 10, key="dd_steps")
 c1, c2, c3, c4, c5 = st.columns(5)

@@ -7,6 +7,8 @@ import streamlit as st
 
 import ui
 import ui.datasets
+from cnnviz import display
+from cnnviz.defaults import typical_sample
 from cnnviz.features import embed_2d, extract_features, nearest_neighbors, penultimate_layer, pixel_vectors
 
 st.title("Embeddings")
@@ -62,19 +64,39 @@ points = ui.cached(
 )
 
 labels = [dataset.label_name(i) for i in range(len(dataset))]
+labels_index = np.asarray(dataset.labels)
+
+
+def predictions():
+    """The model's classes for the dataset, when they are the dataset's classes (else None)."""
+    if penultimate is None or tuple(model.class_names) != tuple(dataset.class_names):
+        return None
+    logits = ui.cached(("logits", ctx.model_key, dataset_key),
+                       lambda progress: extract_features(model, dataset, penultimate, batch_size=64, progress=progress),
+                       f"Classifying {len(dataset)} images")
+    return logits.argmax(1) if logits.shape[1] == len(dataset.class_names) else None
 frame = pd.DataFrame({"x": points[:, 0], "y": points[:, 1], "label": labels, "image": np.arange(len(dataset))})
-fig = px.scatter(frame, x="x", y="y", color="label", custom_data=["image"], hover_data={"image": True, "label": True, "x": False, "y": False},
-                 category_orders={"label": list(dataset.class_names)},
+class_names = list(dataset.class_names)
+styles = {name: display.class_style(i) for i, name in enumerate(class_names)}  # Okabe–Ito: colour-blind safe
+fig = px.scatter(frame, x="x", y="y", color="label", symbol="label", custom_data=["image"],
+                 hover_data={"image": True, "label": True, "x": False, "y": False},
+                 category_orders={"label": class_names},
+                 color_discrete_map={n: c for n, (c, _) in styles.items()}, symbol_map={n: m for n, (_, m) in styles.items()},
                  title=f"{method} of {features.shape[1]}-d features",
                  labels={"x": f"{method} 1", "y": f"{method} 2", "label": "class"})
-fig.update_traces(marker=dict(size=7, opacity=0.8))
+fig.update_traces(marker=dict(size=8, opacity=0.85, line=dict(width=0.5, color="#333333")))
 if st.toggle("Draw the images instead of dots", key="embeddings_thumbnails", disabled=len(dataset) > 1000,
-             help="Each point becomes its image (up to 1,000 images)."):
+             help="Each point becomes its image, framed in its class colour (up to 1,000 images)."):
+    thumbs = ui.cached(("thumbnails", ctx.model_key, dataset_key),
+                       lambda _: [display.data_uri(display.framed_thumbnail(model.preprocessing.view(dataset.images[i]),
+                                                                             styles[labels[i]][0]))
+                                  for i in range(len(dataset))],
+                       f"Thumbnails of {len(dataset)} images")
     span = float(max(np.ptp(points[:, 0]), np.ptp(points[:, 1]), 1e-6))
-    for i, (px_, py_) in enumerate(points):
-        thumb = model.preprocessing.view(dataset.images[i]).convert("RGB").resize((32, 32))
-        fig.add_layout_image(source=thumb, x=float(px_), y=float(py_), xref="x", yref="y", sizex=span * 0.035,
-                             sizey=span * 0.035, xanchor="center", yanchor="middle", layer="above")
+    fig.update_layout(images=[
+        dict(source=thumb, x=float(px_), y=float(py_), xref="x", yref="y", sizex=span * 0.035, sizey=span * 0.035,
+             xanchor="center", yanchor="middle", layer="above")
+        for thumb, (px_, py_) in zip(thumbs, points)])  # one layout update: adding them one by one is quadratic
     fig.update_traces(marker=dict(opacity=0.25))
 fig.update_layout(height=560, margin=dict(l=10, r=10, t=50, b=10))
 
@@ -87,12 +109,20 @@ points_selected = getattr(getattr(event, "selection", None), "points", None) or 
 if points_selected:
     data = points_selected[0].get("customdata")
     picked = int(data[0]) if data else None
-if picked is not None and st.session_state.get("_embeddings_last_click") != picked:
-    st.session_state["_embeddings_last_click"] = picked
-    st.session_state["embeddings_index"] = picked
+state = st.session_state
+if state.get("_embeddings_index_for") != (ctx.model_key, dataset_key, layer):
+    # Start on a typical, correctly classified sample (its neighbours agree with it), not on #0.
+    state["_embeddings_index_for"] = (ctx.model_key, dataset_key, layer)
+    state["embeddings_index"] = ui.cached(("typical", ctx.model_key, dataset_key, layer),
+                                          lambda _: typical_sample(features, labels_index, predictions(), k=5),
+                                          "Finding a typical sample")
+if picked is not None and state.get("_embeddings_last_click") != picked:
+    state["_embeddings_last_click"] = picked
+    state["embeddings_index"] = picked
+state["embeddings_index"] = min(int(state["embeddings_index"]), len(dataset) - 1)
 
-with right:
-    index = int(st.number_input("Selected image", 0, len(dataset) - 1, 0, key="embeddings_index"))
+with right:  # no default value: the Session State API sets it (a default too would warn on every click)
+    index = int(st.number_input("Selected image", 0, len(dataset) - 1, key="embeddings_index"))
     k = int(st.slider("Neighbours", 1, min(10, len(dataset) - 1), min(5, len(dataset) - 1), key="embeddings_k"))
     view = model.preprocessing.view(dataset.images[index]).convert("RGB")
     st.image(view.resize((128, 128), 0), width=128, caption=f"#{index} · {labels[index]}")

@@ -8,11 +8,19 @@ import ui
 from cnnviz.models import no_classes_message, predict
 
 st.title("cnnviz: see what a convolutional network sees")
+sections = {name: pages for name, pages in ui.SECTIONS.items() if name}  # drawn from the navigation itself
 st.markdown(
-    "Pick a model and an image in the sidebar, then walk through the lecture's pages: look inside the "
-    "network, find which pixels matter, generate images, and transfer style. Everything runs offline, on "
-    "any model of the zoo and on your own images."
+    "Pick a model and an image in the sidebar, then walk through the lecture's sections: "
+    + ", ".join(f"**{name}**" for name in sections)
+    + ". Everything runs offline, on any model of the zoo and on your own images."
 )
+with st.expander(f"All {sum(map(len, sections.values()))} pages"):
+    columns = st.columns(3)
+    for i, (name, pages) in enumerate(sections.items()):
+        with columns[i % 3]:
+            st.markdown(f"**{name}**")
+            for p in pages:
+                st.page_link(p)
 ui.explainer(
     "The **model card** lists every layer of the chosen network with the shape of its output for one "
     "image and its number of parameters, measured by one forward pass. The **predictions** are the five "

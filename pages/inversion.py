@@ -7,6 +7,7 @@ import streamlit as st
 import ui
 from ui import optimization
 from cnnviz import synthesis
+from cnnviz.display import pixels_to_array, png_bytes, tile
 
 st.title("Feature inversion")
 ui.explainer(
@@ -39,7 +40,8 @@ meta = {"model": model.name, "weights": model.weights, "image": ctx.image_name}
 st.image(optimization.visible(model.preprocessing.denormalize(ctx.x)), caption=f"{ctx.image_name}, as the model sees it", width=200)
 
 st.subheader("One layer")
-layer = st.selectbox("Layer to invert", spatial, index=len(spatial) // 2, key=f"inv_layer_{model.name}")
+teaching = ui.teaching_layers(ctx)  # block outputs: mid-depth for one, first to last block for the row
+layer = st.selectbox("Layer to invert", spatial, index=spatial.index(teaching["inversion"]), key=f"inv_layer_{model.name}")
 params = {**meta, "layer": layer, **common}
 
 
@@ -60,9 +62,9 @@ if state and state["last"] is not None:
         "model": model.label, "stopped_at_step": last.step, "final_losses": last.losses})
 
 st.subheader("A row of depths")
-default_row = [spatial[round(i * (len(spatial) - 1) / 3)] for i in range(4)] if len(spatial) >= 4 else spatial
-row_layers = st.multiselect("Layers, shallow to deep", spatial, default=list(dict.fromkeys(default_row)), key=f"inv_row_{model.name}", max_selections=6)
-row_layers = [name for name in spatial if name in row_layers]  # keep depth order
+row_options = spatial + [name for name in teaching["inversion_row"] if name not in spatial]  # and the class scores
+row_layers = st.multiselect("Layers, shallow to deep", row_options, default=teaching["inversion_row"], key=f"inv_row_{model.name}", max_selections=6)
+row_layers = [name for name in row_options if name in row_layers]  # keep depth order
 row_params = {**meta, "layers": row_layers, **common}
 
 
@@ -76,7 +78,7 @@ def show_row(item, live):
     items = st.session_state["inv_row_result"]["items"]
     columns = st.columns(max(1, len(items)))
     for column, (name, (_, step)) in zip(columns, items.items()):
-        column.image(optimization.visible(step.pixels), caption=f"{name} · error {step.losses['feature error']:.3f}", width="stretch")
+        column.image(optimization.visible(step.pixels), caption=f"{name} · error {step.losses['feature error']:.3g}", width="stretch")
     st.caption(f"Reconstructions from shallow to deep · {model.label}")
 
 
@@ -86,3 +88,10 @@ row_state = optimization.stream(
     lambda: synthesis.invert_layers(model, ctx.x, row_layers, every=max(1, steps // 10), **common),
     run_row, show_row, step_of=row_step,
 )
+if row_state and row_state["items"]:
+    row_items = row_state["items"]
+    strip = tile([pixels_to_array(step.pixels) for _, step in row_items.values()], columns=len(row_items), pad=4)
+    optimization.download_pair("inv_row", "inversion_row", row_state["params"], png_bytes(strip), {
+        "model": model.label, "status": row_state["status"],
+        "feature_error": {name: step.losses["feature error"] for name, (_, step) in row_items.items()}},
+        label="Download the row (PNG)")

@@ -39,9 +39,11 @@ channels_of = ui.spatial_layers(ctx)
 
 # ---------------------------------------------------------------- controls
 c1, c2, c3, c4 = st.columns([3, 1, 2, 2])
-layer = c1.selectbox("Layer", layers, index=len(layers) // 2, key=f"live_layer_{ctx.model_key}")
+default_layer = ui.teaching_layers(ctx)["feature"]  # a mid-depth block output, not a batch norm or shortcut
+layer = c1.selectbox("Layer", layers, index=layers.index(default_layer), key=f"live_layer_{ctx.model_key}")
 channels = channels_of[layer]
-channel = int(c2.number_input("Channel", 0, channels - 1, 0, key=f"live_channel_{ctx.model_key}_{layer}"))
+strongest = ui.strongest_channel(ctx, layer)  # strongest on the sidebar image: a channel that responds to something
+channel = int(c2.number_input("Channel", 0, channels - 1, strongest, key=f"live_channel_{ctx.model_key}_{layer}"))
 labels = {"grad_cam": "Grad-CAM", "vanilla_gradient": "Vanilla gradient", "none": "None"}
 overlay = c3.selectbox("Saliency on the video", list(labels), format_func=labels.get, key="live_overlay")
 alpha = c4.slider("Opacity", 0.0, 1.0, 0.5, 0.05, key="live_alpha")

@@ -38,16 +38,18 @@ ctx = ui.context()
 model = ctx.model
 dataset, dataset_key = ui.datasets.choose_dataset(model.name, "patches", big_model_limit=8)
 layers = list(ui.spatial_layers(ctx))
-default = len(layers) - 1 if model.name == "small_cnn" else len(layers) // 2
+teaching = ui.teaching_layers(ctx)
+default = teaching["last_block"] if model.name == "small_cnn" else teaching["feature"]  # block outputs; the digits' last
 c1, c2, c3 = st.columns([2, 1, 1])
-layer = c1.selectbox("Layer", layers, index=default, key="patches_layer")
+layer = c1.selectbox("Layer", layers, index=layers.index(default), key=f"patches_layer_{model.name}")
 maxima = ui.cached(
     ("maxima", ctx.model_key, dataset_key, layer),
     lambda progress: channel_maxima(model, dataset, layer, batch_size=64, progress=progress),
     f"Running {len(dataset)} images through {model.name}",
 )
 channels = maxima.values.shape[1]
-channel = int(c2.number_input("Channel", 0, channels - 1, 0, key="patches_channel"))
+strongest = int(maxima.values.max(axis=0).argmax())  # the channel that fires hardest on the dataset, not channel 0
+channel = int(c2.number_input("Channel", 0, channels - 1, strongest, key=f"patches_channel_{ctx.model_key}_{dataset_key}_{layer}"))
 k = int(c3.slider("Top k", 1, min(36, len(dataset)), min(12, len(dataset)), key="patches_k"))
 field = receptive_field(model.module, layer, model.input_size)
 

@@ -9,6 +9,7 @@ import streamlit as st
 from PIL import Image, ImageDraw
 
 import ui
+from ui import optimization
 from cnnviz import attribution as A
 from cnnviz import display
 from cnnviz.models import MODEL_NAMES, pretrained_available
@@ -91,9 +92,14 @@ spatial_rows = list(ui.spatial_layers(ctx))
 default_layer = A.default_cam_layer(model.module, ctx.x)
 big = height >= 128
 
+compare = st.toggle("Compare mode: one method on two models", key="saliency_compare")
 c1, c2, c3 = st.columns([3, 2, 2])
-methods = c1.multiselect("Methods", list(A.METHODS), default=["vanilla gradient", "guided backprop", "Grad-CAM", "occlusion"],
-                         key="saliency_methods")
+if compare:  # one method on two models: the list of methods does not apply, so it is not shown
+    compare_method = c1.selectbox("Method", list(A.METHODS), key="saliency_compare_method")
+    methods = []
+else:
+    methods = c1.multiselect("Methods", list(A.METHODS), default=["vanilla gradient", "guided backprop", "Grad-CAM", "occlusion"],
+                             key="saliency_methods")
 target = c2.selectbox("Target class", classes, index=predicted, key=f"saliency_target_{ctx.model_key}",
                       format_func=lambda i: f"{model.class_names[i]}{' (top prediction)' if i == predicted else ''}",
                       help="Default: the model's top prediction. Type to search any class by name.")
@@ -139,8 +145,6 @@ def method_note(result: A.Attribution, loaded) -> str:
     return note
 
 
-compare = st.toggle("Compare mode: one method on two models", key="saliency_compare")
-
 # ---------------------------------------------------------------- grid of methods
 if not compare:
     if not methods:
@@ -148,7 +152,7 @@ if not compare:
     else:
         st.subheader(f"Why “{target_name}”? · {model.label}")
         columns = st.columns(min(3, len(methods)))
-        tiles = []
+        tiles, seconds = [], []
         for i, method in enumerate(methods):
             result = run_method(model, ctx.x, ctx.model_key, method, target, params)
             heat = result.heat[0].numpy()
@@ -158,14 +162,18 @@ if not compare:
                 st.plotly_chart(fig, width="stretch", key=f"saliency_fig_{method}")
                 st.caption(f"{model.label} · target {target_name}" + (f" · {note}" if note else ""))
             tiles.append(labelled(blended, f"{method} ({result.seconds * 1000:.0f} ms)"))
+            seconds.append(round(result.seconds, 4))
         grid = display.tile(tiles, columns=min(3, len(tiles)), pad=4)
-        st.download_button("Download the grid (PNG)", display.png_bytes(grid),
-                           file_name=f"saliency_{model.name}_{target}.png", mime="image/png", key="saliency_png")
+        optimization.download_pair("saliency", "saliency", {
+            "model": model.name, "weights": model.weights, "image": ctx.image_name, "target": target_name,
+            "methods": methods, **{k: params[k] for method in methods for k in relevant.get(method, ())}},
+            display.png_bytes(grid), {"model": model.label, "seconds": dict(zip(methods, seconds))},
+            label="Download the grid (PNG)")
 
 # ---------------------------------------------------------------- compare mode
 else:
-    c1, c2, c3 = st.columns(3)
-    method = c1.selectbox("Method", list(A.METHODS), key="saliency_compare_method")
+    c2, c3 = st.columns(2)
+    method = compare_method
     classifiers = [n for n in MODEL_NAMES if n != "vgg16_features"]  # the others have class scores
     default_other = next(n for n in ("squeezenet1_1", "efficientnet_lite0", "resnet18") if n != model.name)
     other_name = c2.selectbox("Second model", classifiers, index=classifiers.index(default_other), key="saliency_compare_model")
@@ -226,10 +234,15 @@ st.subheader("Intermediate features via guided backprop")
 st.caption("Which pixels make one channel of an inner layer fire: guided backprop of that channel's strongest activation "
            "(Springenberg et al., 2015).")
 f1, f2 = st.columns([2, 1])
-feature_layer = f1.selectbox("Layer", spatial_rows or [default_layer], key=f"saliency_feature_layer_{ctx.model_key}",
-                             index=max(0, (spatial_rows or [default_layer]).index(default_layer) // 2))
+feature_default = ui.teaching_layers(ctx)["feature"]  # a mid-depth block output, not a batch norm or shortcut
+feature_options = spatial_rows or [feature_default]
+feature_layer = f1.selectbox("Layer", feature_options, key=f"saliency_feature_layer_{ctx.model_key}",
+                             index=feature_options.index(feature_default) if feature_default in feature_options else 0)
 channels = ui.spatial_layers(ctx).get(feature_layer, 1)
-channel = int(f2.number_input("Channel", 0, max(0, channels - 1), 0, key=f"saliency_feature_channel_{ctx.model_key}"))
+strongest = ui.strongest_channel(ctx, feature_layer)  # the channel that fires most on this image, not channel 0
+channel = int(f2.number_input("Channel", 0, max(0, channels - 1), strongest,
+                              key=f"saliency_feature_channel_{ctx.model_key}_{feature_layer}_{ctx.image_key}",
+                              help=f"Default: channel {strongest}, the one that responds most to this image."))
 gradient = ui.cached(
     ("channel", ctx.model_key, ctx.image_key, feature_layer, channel),
     lambda progress: ui.run_or_explain(A.guided_backprop_channel, model.module, ctx.x, feature_layer, channel),

@@ -98,7 +98,7 @@ def test_home_with_random_resnet18_is_labelled_and_uses_a_photo():
     assert any("random weights" in s.value for s in at.subheader)
 
 
-def test_missing_pretrained_weights_show_a_message_not_a_traceback(tmp_path):
+def test_missing_pretrained_weights_are_hidden_with_the_reason_and_the_fix(tmp_path):
     import torch
 
     previous = torch.hub.get_dir()
@@ -108,8 +108,13 @@ def test_missing_pretrained_weights_show_a_message_not_a_traceback(tmp_path):
     finally:
         torch.hub.set_dir(previous)
     assert not at.exception
-    assert any("python -m cnnviz fetch vgg16" in e.value for e in at.sidebar.error)
-    assert any("No model is loaded" in i.value for i in at.info)
+    # the choice that cannot work is hidden, the sidebar says why and how to fix it, and the pages still show
+    # something (random VGG-16), never "No model is loaded" everywhere
+    weights = at.sidebar.radio(key="weights_vgg16")
+    assert weights.options == ["Random weights", "Upload a weights file"] and weights.value == "random"
+    assert any("python -m cnnviz fetch vgg16" in c.value and "not offered" in c.value for c in at.sidebar.caption)
+    assert not any("No model is loaded" in i.value for i in at.info)
+    assert any("Random weights" in w.value for w in at.warning)
 
 
 @pytest.mark.parametrize("page", PAGE_FILES)

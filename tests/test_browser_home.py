@@ -51,3 +51,12 @@ def test_a_deep_link_on_a_fresh_server_gets_the_whole_app(page):
         assert sidebar.get_by_text("Architecture").is_visible()
         assert sidebar.get_by_role("link", name="Home").is_visible()
         assert page.locator("h1").first.inner_text().startswith("Saliency")
+
+
+def test_a_link_to_a_page_that_does_not_exist_says_so(app_url, page):
+    page.goto(app_url)
+    wait_for_app(page, "Top prediction")
+    page.goto(f"{app_url}/filtres")  # a typo in a deep link
+    wait_for_app(page, "There is no page “filtres”")
+    assert page.locator("h1").first.inner_text().startswith("cnnviz")  # Home, and it says why
+    screenshot(page, "home_unknown_page")

@@ -15,13 +15,15 @@ from PIL import Image
 from torch import Tensor
 
 from cnnviz.images import ImageError, load_image
-from cnnviz import layers
+from cnnviz import defaults, layers
 from cnnviz.layers import LayerRow, layer_table
 from cnnviz.models import (
     MODEL_NAMES,
     SMALL_CNN,
     LoadedModel,
+    ZOO,
     WeightsUnavailable,
+    cached_weights_path,
     default_model,
     load_model,
     load_state_dict,
@@ -99,6 +101,17 @@ def spatial_layers(ctx: "Context", containers: bool = True) -> dict[str, int]:
     return layers.spatial_layers(cached_layer_rows(ctx.model_key, ctx.model), containers)
 
 
+def teaching_layers(ctx: "Context") -> dict[str, object]:
+    """The current model's default layers for every page (``cnnviz.defaults.teaching_layers``)."""
+    return defaults.teaching_layers(ctx.model.module, cached_layer_rows(ctx.model_key, ctx.model))
+
+
+def strongest_channel(ctx: "Context", layer: str) -> int:
+    """The channel of ``layer`` that responds most to the current image (cached per model, image, layer)."""
+    return cached(("strongest", ctx.model_key, ctx.image_key, layer),
+                  lambda _: defaults.strongest_channel(ctx.model.module, ctx.x, layer), "Finding the strongest channel…")
+
+
 @st.cache_resource(show_spinner=False)
 def _results() -> tuple[OrderedDict, threading.Lock]:
     """One process-wide LRU store of computed results (maps, features, maxima, embeddings)."""
@@ -143,22 +156,46 @@ def explainer(text: str) -> None:
         st.markdown(text)
 
 
+UPLOAD_LIMIT_MB = 250  # server.maxUploadSize in .streamlit/config.toml: Streamlit keeps uploads in memory
+
+
+def upload_limit_note(name: str) -> str:
+    """The upload limit, and what to do with a larger weights file, in one sentence."""
+    where = cached_weights_path(name) if name in ZOO else None
+    cache = (f"put torchvision's file in the weights cache folder on the server (`{where.parent}`, as `{where.name}`; "
+             "it then shows as the ImageNet choice), or " if where else "")
+    return (f"Up to {UPLOAD_LIMIT_MB} MB; the browser refuses a larger file. For a larger one, {cache}convert it to "
+            "fp16 safetensors, which halves it: `python -m cnnviz shrink FILE`.")
+
+
 def _weights_choice(name: str) -> tuple[str, str, bytes | None, str]:
     labels = {PRETRAINED: pretrained_choice_label(name), RANDOM: "Random weights", UPLOADED: "Upload a weights file"}
-    default = PRETRAINED if pretrained_available(name) else RANDOM
-    choice = st.sidebar.radio(
-        "Weights", list(labels), format_func=labels.get, index=list(labels).index(default), key=f"weights_{name}"
-    )
+    options = ([PRETRAINED] if pretrained_available(name) else []) + [RANDOM, UPLOADED]  # absent weights: hidden
+    key = f"weights_{name}"
+    if st.session_state.get(key) not in options:
+        st.session_state[key] = options[0]  # no default argument below: the state holds it (no warning)
+    choice = st.sidebar.radio("Weights", options, format_func=labels.get, key=key)
     hint = missing_weights_hint(name)
     if hint:
-        st.sidebar.caption(hint)
+        st.sidebar.caption(f"{pretrained_choice_label(name)} is not offered here: {hint}")
     if choice != UPLOADED:
         return choice, "", None, ""
-    upload = st.sidebar.file_uploader("Weights file (.pt, .pth, .safetensors)", type=WEIGHTS_TYPES, key=f"weights_file_{name}")
+    upload = st.sidebar.file_uploader(f"Weights file (.pt, .pth, .safetensors; up to {UPLOAD_LIMIT_MB} MB)",
+                                      type=WEIGHTS_TYPES, key=f"weights_file_{name}")
+    st.sidebar.caption(upload_limit_note(name))
     if upload is None:
         return choice, "", None, ""
     data = upload.getvalue()
     return choice, hashlib.sha256(data).hexdigest(), data, upload.name
+
+
+def _keep_last(key: str, why: str) -> tuple[LoadedModel | None, str]:
+    """The session's last usable model (with a sentence saying so), or (None, key) when there is none."""
+    last = st.session_state.get("_last_usable")
+    if last is None:
+        return None, key
+    st.sidebar.info(f"{why} The pages keep using **{last[0].label}** meanwhile.".strip())
+    return last
 
 
 def _choose_model() -> tuple[LoadedModel | None, str]:
@@ -181,15 +218,19 @@ def _choose_model() -> tuple[LoadedModel | None, str]:
     weights, digest, data, filename = _weights_choice(name)
     key = f"{name}|{weights}|{digest}"
     if weights == UPLOADED and data is None:
-        st.sidebar.info("Choose a weights file for this architecture.")
-        return None, key
+        if "_last_usable" not in st.session_state:
+            st.sidebar.info("Choose a weights file for this architecture.")
+        return _keep_last(key, "Choose a weights file for this architecture.")
     try:
-        return cached_model(name, weights, digest, data, filename), key
+        model = cached_model(name, weights, digest, data, filename)
     except WeightsUnavailable as error:
         st.sidebar.error(str(error))
     except ValueError as error:
         st.sidebar.error(f"These weights cannot be used: {error}")
-    return None, key
+    else:
+        st.session_state["_last_usable"] = (model, key)
+        return model, key
+    return _keep_last(key, "")
 
 
 def _on_gallery_change() -> None:
@@ -269,6 +310,38 @@ def context() -> Context:
         st.info("No model is loaded. Pick the small CNN, random weights, or a weights file in the sidebar.")
         st.stop()
     return ctx
+
+
+SECTIONS: dict[str, list] = {}  # the navigation's sections -> pages, as app.py registered them (Home lists them)
+
+
+def navigation(pages: dict[str, list]):
+    """``st.navigation`` over ``pages``; remembers them for Home, and says so when a link names no page.
+
+    Returns:
+        The page to run (Home for an unknown link).
+    """
+    SECTIONS.clear()
+    SECTIONS.update(pages)
+    page = st.navigation(pages)
+    requested = unknown_page(pages)
+    if requested:
+        st.warning(f"There is no page “{requested}” in cnnviz, so Home opened instead. Every page is listed in the "
+                   "sidebar and below.", icon=":material/link_off:")
+    return page
+
+
+def unknown_page(pages: dict[str, list]) -> str:
+    """The page name the browser asked for when no page has it (a deep link with a typo), else ""."""
+    from streamlit.runtime.scriptrunner import get_script_run_ctx
+
+    ctx = get_script_run_ctx()
+    manager = getattr(ctx, "pages_manager", None)
+    if manager is None or manager.intended_page_script_hash:
+        return ""
+    requested = (manager.intended_page_name or "").strip("/")
+    known = {page.url_path for section in pages.values() for page in section}
+    return requested if requested and requested not in known else ""
 
 
 def _switch_model(name: str) -> None:
