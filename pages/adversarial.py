@@ -62,7 +62,7 @@ def make_steps():
 
 def show(step, live):
     if live:
-        st.image(optimization.visible(step.pixels), caption=f"adversarial image so far · step {step.step} · {model.label}", width=256)
+        st.columns(3)[0].image(optimization.visible(step.pixels), caption=f"adversarial image so far · step {step.step} · {model.label}", width="stretch")
         return
     kept = st.session_state["adv_result"]["params"]
     x = st.session_state.get("adv_x", ctx.x)

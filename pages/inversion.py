@@ -36,7 +36,7 @@ seed = c5.number_input("Seed", 0, 10_000, 0, key="inv_seed")
 common = {"steps": steps, "lr": lr, "tv_weight": tv_weight, "tv_beta": tv_beta, "seed": int(seed)}
 meta = {"model": model.name, "weights": model.weights, "image": ctx.image_name}
 
-st.image(optimization.visible(model.preprocessing.denormalize(ctx.x)), caption=f"{ctx.image_name}, as the model sees it", width=200)
+st.columns([1, 3])[0].image(optimization.visible(model.preprocessing.denormalize(ctx.x)), caption=f"{ctx.image_name}, as the model sees it", width="stretch")
 
 st.subheader("One layer")
 layer = st.selectbox("Layer to invert", spatial, index=len(spatial) // 2, key=f"inv_layer_{model.name}")

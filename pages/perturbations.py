@@ -177,7 +177,7 @@ def show_universal(step: universal.UniversalStep, live: bool) -> None:
     view, scale = universal.amplify(v)
     if live:
         c1, c2 = st.columns([1, 2])
-        c1.image(optimization.visible(view), caption=f"v so far × {scale:.3g} · pass {step.pass_index}", width=256)
+        c1.image(optimization.visible(view), caption=f"v so far × {scale:.3g} · pass {step.pass_index}", width="stretch")
         if step.fooling_rate_per_pass:
             c2.plotly_chart(rate_figure(step.fooling_rate_per_pass, "Fooling rate after each pass"), key="uap_live_curve")
         return
