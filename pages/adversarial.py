@@ -96,4 +96,4 @@ def show(step, live):
 
 
 run, _ = optimization.buttons("adv", "Attack")
-optimization.stream("adv_result", params, make_steps, run, show)
+optimization.stream("adv_result", params, make_steps, run, show, first_view=True)

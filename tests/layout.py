@@ -51,8 +51,8 @@ _MEASURE = r"""
     .map(b => `${b.kind} '${b.label}' spans ${Math.round(b.left)}…${Math.round(b.right)} of ${width} px`);
   const cut = [];
   for (const el of main.querySelectorAll("[data-testid='stButton'] button, [data-testid='stDownloadButton'] button")) {
-    for (const text of el.querySelectorAll("p, div")) {
-      if (text.children.length === 0 && text.scrollWidth > text.clientWidth + 1) { cut.push(`button '${el.innerText.trim().slice(0, 40)}'`); break; }
+    for (const part of [el, ...el.querySelectorAll("*")]) {
+      if (part.clientWidth > 0 && part.scrollWidth > part.clientWidth + 1) { cut.push(`button '${el.innerText.trim().slice(0, 40)}'`); break; }
     }
   }
   const small = boxes.filter(b => (b.kind === "image" || b.kind === "plot") && b.right - b.left < 60 && b.bottom - b.top > 120)
