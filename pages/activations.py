@@ -50,8 +50,9 @@ with right:
     fig.update_layout(barmode="overlay", height=260, margin=dict(l=10, r=10, t=40, b=10), title="Per channel, this image",
                       xaxis_title="channel", yaxis_title="activation", legend=dict(orientation="h", y=-0.3))
     st.plotly_chart(fig, width="stretch")
-    frame = pd.DataFrame({"channel": np.arange(channels), "mean": stats["mean"], "max": stats["max"],
-                          "zeros": stats["zero_fraction"]})
+frame = pd.DataFrame({"channel": np.arange(channels), "mean": stats["mean"], "max": stats["max"],
+                      "zeros": stats["zero_fraction"]})
+with st.expander("Per channel, as a table"):  # full width: in the narrow column its last column was cut
     st.dataframe(frame, hide_index=True, height=220, width="stretch",
                  column_config={"zeros": st.column_config.ProgressColumn("fraction of zeros", min_value=0.0, max_value=1.0,
                                                                          format="percent")})

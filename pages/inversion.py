@@ -52,8 +52,8 @@ def show_one(step, live):
 
 run, _ = optimization.buttons("inv", "Invert")
 state = optimization.stream(
-    "inv_result", params, lambda: synthesis.invert_features(model, ctx.x, layer, every=max(1, steps // 20), **common), run, show_one
-)  # the row below has the first view: it makes the page's point
+    "inv_result", params, lambda: synthesis.invert_features(model, ctx.x, layer, every=max(1, steps // 20), **common), run, show_one, first_view=True
+)
 if state and state["last"] is not None:
     last = state["last"]
     optimization.downloads("inv", "inversion", state["params"], last.pixels, {
@@ -84,5 +84,5 @@ run_row, _ = optimization.buttons("inv_row", "Invert the row")
 row_state = optimization.stream(
     "inv_row_result", row_params,
     lambda: synthesis.invert_layers(model, ctx.x, row_layers, every=max(1, steps // 10), **common),
-    run_row, show_row, step_of=row_step, first_view=True,
+    run_row, show_row, step_of=row_step,  # no first view: four inversions take too long for one
 )
