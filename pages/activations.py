@@ -50,8 +50,9 @@ with right:
     fig.update_layout(barmode="overlay", height=260, margin=dict(l=10, r=10, t=40, b=10), title="Per channel, this image",
                       xaxis_title="channel", yaxis_title="activation", legend=dict(orientation="h", y=-0.3))
     st.plotly_chart(fig, width="stretch")
-    frame = pd.DataFrame({"channel": np.arange(channels), "mean": stats["mean"], "max": stats["max"],
-                          "zeros": stats["zero_fraction"]})
+frame = pd.DataFrame({"channel": np.arange(channels), "mean": stats["mean"], "max": stats["max"],
+                      "zeros": stats["zero_fraction"]})
+with st.expander("Per channel, as a table"):  # full width: in the narrow column its last column was cut
     st.dataframe(frame, hide_index=True, height=220, width="stretch",
                  column_config={"zeros": st.column_config.ProgressColumn("fraction of zeros", min_value=0.0, max_value=1.0,
                                                                          format="percent")})
@@ -79,8 +80,8 @@ view = model.preprocessing.view(ctx.image).convert("RGB")
 heat = display.normalize(act[channel])
 size = 320
 left, right = st.columns(2)
-left.image(display.upscale(display.colormap(heat, "Viridis"), size), width=size,
+left.image(display.upscale(display.colormap(heat, "Viridis"), size), width="stretch",
            caption=f"channel {channel}: max {stats['max'][channel]:.3g}, {stats['zero_fraction'][channel]:.0%} zeros"
            + (" · dead over the dataset" if channel in set(dead.tolist()) else ""))
-right.image(display.overlay(view.resize((size, size), 0), heat, alpha=alpha, name="Viridis"), width=size,
+right.image(display.overlay(view.resize((size, size), 0), heat, alpha=alpha, name="Viridis"), width="stretch",
             caption="over the image as the model sees it")

@@ -62,7 +62,7 @@ def make_steps():
 
 def show(step, live):
     if live:
-        st.image(optimization.visible(step.pixels), caption=f"adversarial image so far · step {step.step} · {model.label}", width=256)
+        st.columns(3)[0].image(optimization.visible(step.pixels), caption=f"adversarial image so far · step {step.step} · {model.label}", width="stretch")
         return
     kept = st.session_state["adv_result"]["params"]
     x = st.session_state.get("adv_x", ctx.x)
@@ -96,4 +96,4 @@ def show(step, live):
 
 
 run, _ = optimization.buttons("adv", "Attack")
-optimization.stream("adv_result", params, make_steps, run, show)
+optimization.stream("adv_result", params, make_steps, run, show, first_view=True)

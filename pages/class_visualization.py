@@ -118,7 +118,7 @@ def show(step, live):
 
 
 run, _ = optimization.buttons("cv", "Generate")
-state = optimization.stream("cv_result", params, make_steps, run, show)
+state = optimization.stream("cv_result", params, make_steps, run, show, first_view=True)
 if state and state["last"] is not None:
     last = state["last"]
     optimization.downloads("cv", "classviz", params, last.pixels, {

@@ -59,7 +59,7 @@ def show(step, live):
 
 
 run, _ = optimization.buttons("dd", "Dream")
-state = optimization.stream("dd_result", params, make_steps, run, show)
+state = optimization.stream("dd_result", params, make_steps, run, show, first_view=True)
 if state and state["last"] is not None:
     last = state["last"]
     optimization.downloads("dd", "deepdream", state["params"], last.pixels, {

@@ -125,7 +125,7 @@ with right:  # no default value: the Session State API sets it (a default too wo
     index = int(st.number_input("Selected image", 0, len(dataset) - 1, key="embeddings_index"))
     k = int(st.slider("Neighbours", 1, min(10, len(dataset) - 1), min(5, len(dataset) - 1), key="embeddings_k"))
     view = model.preprocessing.view(dataset.images[index]).convert("RGB")
-    st.image(view.resize((128, 128), 0), width=128, caption=f"#{index} · {labels[index]}")
+    st.columns([1, 2])[0].image(view.resize((128, 128), 0), width="stretch", caption=f"#{index} · {labels[index]}")
 
 pixels = ui.cached(("pixels", ctx.model_key, dataset_key), lambda progress: pixel_vectors(model, dataset),
                           "Pixels of the dataset")
@@ -138,7 +138,7 @@ for title, bank, metric in rows:
     idx, dist = nearest_neighbors(bank, bank[index], k=k, metric=metric, exclude=[index])
     same = sum(labels[i] == labels[index] for i in idx)
     st.markdown(f"**{title}** · {same} of {k} share the label *{labels[index]}*")
-    cols = st.columns(10)
-    for col, i, d in zip(cols, idx, dist):
+    cols = st.columns(5)  # two rows of five at most: thumbnails stay legible in half a projector
+    for n, (i, d) in enumerate(zip(idx, dist)):
         image = model.preprocessing.view(dataset.images[int(i)]).convert("RGB")
-        col.image(image.resize((96, 96), 0), width=96, caption=f"{labels[int(i)]} · {d:.3g}")
+        cols[n % 5].image(image.resize((96, 96), 0), width="stretch", caption=f"{labels[int(i)]} · {d:.3g}")

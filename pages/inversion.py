@@ -37,7 +37,7 @@ seed = c5.number_input("Seed", 0, 10_000, 0, key="inv_seed")
 common = {"steps": steps, "lr": lr, "tv_weight": tv_weight, "tv_beta": tv_beta, "seed": int(seed)}
 meta = {"model": model.name, "weights": model.weights, "image": ctx.image_name}
 
-st.image(optimization.visible(model.preprocessing.denormalize(ctx.x)), caption=f"{ctx.image_name}, as the model sees it", width=200)
+st.columns([1, 3])[0].image(optimization.visible(model.preprocessing.denormalize(ctx.x)), caption=f"{ctx.image_name}, as the model sees it", width="stretch")
 
 st.subheader("One layer")
 teaching = ui.teaching_layers(ctx)  # block outputs: mid-depth for one, first to last block for the row
@@ -54,7 +54,7 @@ def show_one(step, live):
 
 run, _ = optimization.buttons("inv", "Invert")
 state = optimization.stream(
-    "inv_result", params, lambda: synthesis.invert_features(model, ctx.x, layer, every=max(1, steps // 20), **common), run, show_one
+    "inv_result", params, lambda: synthesis.invert_features(model, ctx.x, layer, every=max(1, steps // 20), **common), run, show_one, first_view=True
 )
 if state and state["last"] is not None:
     last = state["last"]
@@ -86,7 +86,7 @@ run_row, _ = optimization.buttons("inv_row", "Invert the row")
 row_state = optimization.stream(
     "inv_row_result", row_params,
     lambda: synthesis.invert_layers(model, ctx.x, row_layers, every=max(1, steps // 10), **common),
-    run_row, show_row, step_of=row_step,
+    run_row, show_row, step_of=row_step,  # no first view: four inversions take too long for one
 )
 if row_state and row_state["items"]:
     row_items = row_state["items"]

@@ -100,7 +100,7 @@ def panel() -> None:
         st.markdown(f"**Top-5** · saliency for “{model.class_names[result.target]}”")
         for name, probability in result.predictions:
             st.progress(probability, text=f"{name} · {probability:.1%}")
-    p2.image(display.upscale(display.colormap(display.normalize(result.channel_map), "Viridis"), 200), width=200,
+    p2.image(display.upscale(display.colormap(display.normalize(result.channel_map), "Viridis"), 200), width="stretch",
              caption=f"{layer}, channel {result.channel} (max {float(result.channel_map.max()):.3g}); "
                      f"strongest now: {strongest}")
     shown = min(len(maps), 256)

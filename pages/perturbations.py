@@ -177,7 +177,7 @@ def show_universal(step: universal.UniversalStep, live: bool) -> None:
     view, scale = universal.amplify(v)
     if live:
         c1, c2 = st.columns([1, 2])
-        c1.image(optimization.visible(view), caption=f"v so far × {scale:.3g} · pass {step.pass_index}", width=256)
+        c1.image(optimization.visible(view), caption=f"v so far × {scale:.3g} · pass {step.pass_index}", width="stretch")
         if step.fooling_rate_per_pass:
             c2.plotly_chart(rate_figure(step.fooling_rate_per_pass, "Fooling rate after each pass"), key="uap_live_curve")
         return
@@ -217,7 +217,7 @@ def show_universal(step: universal.UniversalStep, live: bool) -> None:
     sidecar = {"parameters": uap_params, "model": model.label, "scale_of_png": scale,
                "fooling_rate_per_pass": list(step.fooling_rate_per_pass), "held_out_fooling_rate": check.fooling_rate,
                "noise_fooling_rate": check.noise_fooling_rate}
-    d1, d2, d3, _ = st.columns([2, 2, 2, 2])
+    d1 = d2 = d3 = st.container(horizontal=True)  # full labels, wrapping when the row is narrow
     d1.download_button("Download PNG (v amplified)", png_bytes(pixels_to_array(view)), file_name=f"{stem}.png",
                        mime="image/png", key="uap_png", icon=":material/download:")
     d2.download_button("Download v (safetensors)", safetensors_bytes({"v": v.contiguous()}, {"xi": xi_text, "norm": norm, "model": model.name}),

@@ -55,7 +55,7 @@ pixels = ui.cached(("prep_pixels", dataset_key, size),
 stats = image_statistics(pixels)
 mean_image = (np.clip(stats.mean_image, 0, 1) * 255).round().astype(np.uint8)
 with c1:
-    st.image(upscale(mean_image, 160), caption=f"Mean image of {len(dataset)} images", width=160)
+    st.image(upscale(mean_image, 160), caption=f"Mean image of {len(dataset)} images", width="stretch")
     for channel, (m, s) in enumerate(zip(stats.channel_mean, stats.channel_std)):
         st.markdown(f"**{'RGB'[channel]}**: mean {m:.3f}, std {s:.3f}")
 mode = c2.radio("Subtract", ["mean image", "channel mean", "channel mean and std"], horizontal=True, key="prep_mode")

@@ -123,7 +123,7 @@ def draw(snap, job) -> None:
 st.subheader("2. Overfit a small sample")
 c1, c2 = st.columns([1, 3])
 batches = c1.slider("Mini-batches", 1, 10, 5, key="recipe_batches")
-if c1.button("Overfit", key="recipe_overfit", disabled=running):
+if c1.button("Overfit", key="recipe_overfit", wrap=True, disabled=running):
     cfg, d = config, data
     start("overfit", lambda stop: overfit_small_sample(cfg, d, batches=batches, stop=stop))
 with c2:
@@ -136,7 +136,7 @@ c1, c2 = st.columns([1, 3])
 lo, hi = c1.select_slider("Range", [1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 0.1, 1.0, 10.0], (1e-5, 1.0), key="recipe_lr_range",
                           format_func=lambda v: f"{v:g}")
 steps = c1.slider("Iterations", 30, 200, 100, 10, key="recipe_lr_steps")
-if c1.button("Run the LR finder", key="recipe_lr", disabled=running):
+if c1.button("Run the LR finder", key="recipe_lr", wrap=True, disabled=running):
     cfg, d = config, data
     start("lr", lambda stop: lr_range_test(cfg, d, lo, hi, steps, stop=stop))
 with c2:
@@ -150,7 +150,7 @@ mode = c1.radio("Sampling", ["random", "grid"], horizontal=True, key="recipe_mod
 coarse = c1.slider("Coarse trials", 2, 14, 8, key="recipe_coarse")
 fine = c1.slider("Fine trials", 0, 20 - coarse, min(6, 20 - coarse), key="recipe_fine")
 images = c1.select_slider("Training images per trial", [250, 500, 1000, 2000], 1000, key="recipe_images")
-if c1.button("Search", key="recipe_search", disabled=running):
+if c1.button("Search", key="recipe_search", wrap=True, disabled=running):
     cfg, d = config, data
     if tr.start_job("recipe", lambda stop: search(cfg, d, coarse=coarse, fine=fine, mode=mode, train_images=images,
                                                   val_images=500, stop=stop), step="search", trials=coarse + fine):
@@ -177,7 +177,7 @@ st.subheader("6. Ensemble")
 c1, c2 = st.columns([1, 3])
 members = c1.slider("Members", 3, 5, 3, key="recipe_members")
 epochs = c1.slider("Epochs per member", 1, config.epochs, min(2, config.epochs), key="recipe_member_epochs")
-if c1.button("Train the ensemble", key="recipe_ensemble", disabled=running):
+if c1.button("Train the ensemble", key="recipe_ensemble", wrap=True, disabled=running):
     cfg, d = replace(config, epochs=epochs), data
     if tr.start_job("recipe", lambda stop: train_ensemble(cfg, d, members, stop=stop), step="ensemble",
                     members=members, data=d):
@@ -196,7 +196,7 @@ if latest is None:
 elif latest["result"].size != data.size or latest["result"].channels != data.channels or \
         tuple(latest["result"].class_names) != data.class_names:
     c2.info("The latest trained network was trained on other data; train one on this data first.")
-elif c1.button("Evaluate with TTA", key="recipe_tta"):
+elif c1.button("Evaluate with TTA", key="recipe_tta", wrap=True):
     report = tta_report(latest["result"].model, data, flips=flips, shift=shift)
     a, b = c2.columns(2)
     a.metric("Validation accuracy, one view", f"{report.plain_accuracy:.2%}")
@@ -208,7 +208,7 @@ c1, c2 = st.columns([1, 3])
 variant = c1.radio("Network", ["smooth (tanh, average pooling)", "as configured"], key="recipe_gc_variant",
                    help="ReLU and max pooling have kinks where finite differences disagree with the derivative.")
 per_layer = c1.slider("Weights sampled per parameter tensor", 1, 20, 5, key="recipe_gc_samples")
-if c1.button("Check the gradients", key="recipe_gc"):
+if c1.button("Check the gradients", key="recipe_gc", wrap=True):
     net_config = replace(config.net, activation="tanh", pool="avg", dropout=0.0, dropconnect=0.0,
                          stochastic_depth=0.0) if variant.startswith("smooth") else config.net
     import torch

@@ -52,26 +52,35 @@ _, height, width = model.input_size
 SIGNED = {"occlusion"}
 
 
-def overlay_figure(image: Image.Image, heat: np.ndarray, signed: bool, title: str) -> tuple[go.Figure, Image.Image]:
-    """The map blended over the image, with a colour bar of the map's values."""
-    blended = display.heat_overlay(image, heat, signed=signed)
+def colour_bar(heat: np.ndarray, signed: bool) -> go.Figure:
+    """A short horizontal colour bar of the map's values, as wide as its column."""
     if signed:
         top = float(np.percentile(np.abs(heat), 99.0)) or 1.0
         low, high, scale = -top, top, "RdBu_r"
     else:
         low, high, scale = float(heat.min()), float(np.percentile(heat, 99.0)), "Inferno"
         high = high if high > low else low + 1.0
-    fig = go.Figure(go.Image(z=np.asarray(blended), hoverinfo="skip"))
-    fig.add_trace(go.Scatter(
+    fig = go.Figure(go.Scatter(
         x=[None], y=[None], mode="markers", hoverinfo="skip", showlegend=False,
         marker=dict(colorscale=scale, cmin=low, cmax=high, color=[low], showscale=True,
-                    colorbar=dict(title=dict(text="attribution", side="right"), thickness=12, len=0.9,
+                    colorbar=dict(title=dict(text="attribution", side="top"), orientation="h", thickness=10, len=1.0,
+                                  x=0.5, xanchor="center", y=1.0, yanchor="top", nticks=4,
                                   exponentformat="e" if max(abs(low), abs(high)) < 1e-2 else "none")),
     ))
-    fig.update_layout(title=dict(text=title, font=dict(size=14)), height=330, margin=dict(l=0, r=0, t=40, b=0))
+    fig.update_layout(height=70, margin=dict(l=8, r=8, t=0, b=0))
     fig.update_xaxes(visible=False)
-    fig.update_yaxes(visible=False, scaleanchor="x")
-    return fig, blended
+    fig.update_yaxes(visible=False)
+    return fig
+
+
+def show_overlay(image: Image.Image, heat: np.ndarray, signed: bool, title: str, key: str) -> Image.Image:
+    """The map blended over the image, as wide as its column (an image, not a plot, so a narrow column
+    does not squeeze it beside its colour bar), with the colour bar under it. Returns the blend."""
+    blended = display.heat_overlay(image, heat, signed=signed)
+    st.markdown(f"**{title}**")
+    st.image(display.upscale(np.asarray(blended), 256), width="stretch")
+    st.plotly_chart(colour_bar(heat, signed), width="stretch", key=key, config={"displayModeBar": False})
+    return blended
 
 
 def labelled(image: Image.Image, text: str, size: int = 224) -> np.ndarray:
@@ -158,9 +167,8 @@ if not compare:
             heat = result.heat[0].numpy()
             note = method_note(result, model)
             with columns[i % len(columns)]:
-                fig, blended = overlay_figure(view, heat, method in SIGNED, f"{method} · {result.seconds * 1000:.0f} ms")
-                st.plotly_chart(fig, width="stretch", key=f"saliency_fig_{method}")
-                st.caption(f"{model.label} · target {target_name}" + (f" · {note}" if note else ""))
+                blended = show_overlay(view, heat, method in SIGNED, method, f"saliency_fig_{method}")
+                st.caption(f"{result.seconds * 1000:.0f} ms · {model.label} · target {target_name}" + (f" · {note}" if note else ""))
             tiles.append(labelled(blended, f"{method} ({result.seconds * 1000:.0f} ms)"))
             seconds.append(round(result.seconds, 4))
         grid = display.tile(tiles, columns=min(3, len(tiles)), pad=4)
@@ -194,11 +202,10 @@ else:
             method_params.update(window=max(2, c), stride=max(1, c // 2))
         result = run_method(loaded, x, key, method, class_index, method_params)
         with column:
-            fig, _ = overlay_figure(loaded.preprocessing.view(ctx.image).convert("RGB"), result.heat[0].numpy(),
-                                    method in SIGNED, f"{method} · {result.seconds * 1000:.0f} ms")
-            st.plotly_chart(fig, width="stretch", key=f"saliency_compare_fig_{key}")
+            show_overlay(loaded.preprocessing.view(ctx.image).convert("RGB"), result.heat[0].numpy(),
+                         method in SIGNED, method, f"saliency_compare_fig_{key}")
             note = method_note(result, loaded)
-            st.caption(f"{loaded.label} · target {loaded.class_names[class_index]}" + (f" · {note}" if note else ""))
+            st.caption(f"{result.seconds * 1000:.0f} ms · {loaded.label} · target {loaded.class_names[class_index]}" + (f" · {note}" if note else ""))
 
 # ---------------------------------------------------------------- sanity check
 st.subheader("Sanity check: randomise the weights")
@@ -250,8 +257,8 @@ gradient = ui.cached(
 )
 g1, g2, g3 = st.columns(3)
 pattern_image = display.signed_image(gradient[0], 99.5)
-g1.image(pattern_image.resize((256, 256), Image.Resampling.NEAREST), caption="guided gradient (grey = 0)", width=256)
-g2.image(display.heat_overlay(view, A.to_heat(gradient)[0].numpy()).resize((256, 256)), width=256,
+g1.image(pattern_image.resize((256, 256), Image.Resampling.NEAREST), caption="guided gradient (grey = 0)", width="stretch")
+g2.image(display.heat_overlay(view, A.to_heat(gradient)[0].numpy()).resize((256, 256)), width="stretch",
          caption="|guided gradient| over the image")
 g3.caption(f"{model.label} · {feature_layer}, channel {channel} of {channels}")
 g3.caption("The patches page shows a channel's maximally activating patches over a dataset, each with the guided "

@@ -26,7 +26,7 @@ vgg = ui_style.loss_model()
 left, right = st.columns([1, 2])
 with left:
     image, name = ui_style.style_picker("tex")
-    st.image(image, caption=name, width=220)
+    st.image(image, caption=name, width="stretch")
 with right:
     c1, c2, c3 = st.columns(3)
     size = c1.select_slider("Texture size (px)", [64, 96, 128, 192, 256], value=TEXTURE_SIZE, key="tex_size")

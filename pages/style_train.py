@@ -95,7 +95,7 @@ def content_images():
 
 
 job: TrainingJob | None = st.session_state.get("train_job")
-b1, b2, _ = st.columns([2, 1, 5])
+b1 = b2 = st.container(horizontal=True)  # buttons as wide as their labels, wrapping on a phone
 start = b1.button("Start training", type="primary", icon=":material/play_arrow:", key="train_start", disabled=bool(job and job.running))
 if b2.button("Stop", icon=":material/stop:", key="train_stop") and job is not None:
     job.stop()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -46,9 +47,29 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+# Server-log lines that are not a defect of the app, each with why.
+LOG_ALLOWED = (
+    # streamlit-webrtc says when one frame took longer than the frame budget: timing on a busy CPU.
+    re.compile(r"frame callback is too slow"),
+)
+# With this format every log line names its level, so a warning can be told from an info line.
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+_LOG_PROBLEM = re.compile(r"Traceback|\b(WARNING|ERROR|CRITICAL)\b|\w+Warning: ")
+
+
+def log_problems(text: str) -> list[str]:
+    """The lines of a server log that show a traceback, a logged warning or error, or a Python
+    warning, less those in ``LOG_ALLOWED``."""
+    return [line for line in text.splitlines()
+            if _LOG_PROBLEM.search(line) and not any(allowed.search(line) for allowed in LOG_ALLOWED)]
+
+
 @contextmanager
 def serve_app(log_name: str = "streamlit", default_model: str | None = "small_cnn"):
     """Run `streamlit run app.py` headless on a free localhost port; yields its URL.
+
+    The server's log goes to ``artifacts/<log_name>.log``; when the ``with`` block ends without an
+    error, a traceback or a warning in it (see ``log_problems``) fails the test or fixture.
 
     Args:
         default_model: the model new sessions open on (``$CNNVIZ_DEFAULT_MODEL``); the browser
@@ -61,10 +82,12 @@ def serve_app(log_name: str = "streamlit", default_model: str | None = "small_cn
     if default_model:
         env["CNNVIZ_DEFAULT_MODEL"] = default_model
     (ROOT / "artifacts").mkdir(exist_ok=True)
-    log = open(ROOT / "artifacts" / f"{log_name}.log", "w")
+    log_path = ROOT / "artifacts" / f"{log_name}.log"
+    log = open(log_path, "w")
     proc = subprocess.Popen(
         [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true",
-         "--server.port", str(port), "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false"],
+         "--server.port", str(port), "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false",
+         "--logger.messageFormat", LOG_FORMAT],
         cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
     )
     url = f"http://127.0.0.1:{port}"
@@ -83,6 +106,8 @@ def serve_app(log_name: str = "streamlit", default_model: str | None = "small_cn
         proc.terminate()
         proc.wait(timeout=20)
         log.close()
+    problems = log_problems(log_path.read_text(errors="replace"))  # only reached when the tests passed
+    assert not problems, f"the server log artifacts/{log_name}.log holds warnings or tracebacks:\n" + "\n".join(problems[:20])
 
 
 @pytest.fixture(scope="session")
@@ -117,8 +142,9 @@ def page(browser):
     context.close()
 
 
-def wait_for_app(page, text: str | None = None, timeout: float = 90_000) -> None:
-    """Wait until the script run is over: ``text`` (if given) is shown and no run is in progress."""
+def wait_for_app(page, text: str | None = None, timeout: float = 90_000, quiet: float = 1.5) -> None:
+    """Wait until the script run is over: ``text`` (if given) is shown and no run is in progress
+    for ``quiet`` seconds."""
     page.wait_for_selector("[data-testid='stSidebarUserContent'] h2", timeout=timeout)
     if text:
         page.get_by_text(text).first.wait_for(timeout=timeout)
@@ -130,7 +156,7 @@ def wait_for_app(page, text: str | None = None, timeout: float = 90_000) -> None
             quiet_since = None
         elif quiet_since is None:
             quiet_since = time.time()
-        elif time.time() - quiet_since > 1.5:
+        elif time.time() - quiet_since > quiet:
             return
         time.sleep(0.25)
     raise TimeoutError("the app kept running")

@@ -25,6 +25,11 @@ DISPLAY_PX = 256
 """Images smaller than this are shown upscaled (nearest neighbour) so their pixels are visible."""
 
 
+FIRST_VIEW_MAX_PARAMETERS = 5_000_000
+"""First views are computed on light networks only (the small CNN, SqueezeNet, EfficientNet-Lite0):
+on VGG or ResNet-50 one run with the defaults takes minutes on a CPU, so there the button starts it."""
+
+
 def visible(pixels) -> np.ndarray:
     """Pixels (N, C, H, W) in [0, 1] -> uint8 image, upscaled (nearest) when small."""
     array = pixels_to_array(pixels)
@@ -33,9 +38,9 @@ def visible(pixels) -> np.ndarray:
 
 def buttons(key: str, label: str) -> tuple[bool, bool]:
     """The run and Stop buttons, side by side. Returns (run clicked, stop clicked)."""
-    left, right, _ = st.columns([2, 1, 5])
-    run = left.button(label, key=f"{key}_run", type="primary", icon=":material/play_arrow:")
-    stop = right.button("Stop", key=f"{key}_stop", icon=":material/stop:")
+    row = st.container(horizontal=True)  # buttons as wide as their labels, wrapping when the row is narrow
+    run = row.button(label, key=f"{key}_run", type="primary", icon=":material/play_arrow:")
+    stop = row.button("Stop", key=f"{key}_stop", icon=":material/stop:")
     return run, stop
 
 
@@ -48,6 +53,7 @@ def stream(
     step_of: Callable[[object], Step] = lambda item: item,
     describe: Callable[[object], str] = lambda step: f"step {step.step} of {step.total}",
     kept: str = "image",
+    first_view: bool = False,
 ) -> dict | None:
     """Run (when ``run``) or recall the optimisation kept under ``key``.
 
@@ -62,6 +68,10 @@ def stream(
             ``step`` and ``total`` (done and planned, for the progress bar) will do.
         describe: where a step is, in words, for the progress bar and the "Stopped at ..." note.
         kept: what the note says is kept on Stop ("the image so far is kept").
+        first_view: before the first run in this session on this model and image, show a result
+            computed with the current (on a first visit: the page's default) parameters, once per
+            model, image and parameters for every session (``ui.cached``); the button runs it again.
+            Light networks only (``FIRST_VIEW_MAX_PARAMETERS``).
 
     Returns:
         The kept state {"params", "last", "items", "status" ("done", "stopped", "error"), "error"},
@@ -86,9 +96,11 @@ def stream(
             state["status"], state["error"] = "error", str(error).strip("'\"")
         progress.empty()
         preview.empty()
+    if first_view and not run and not _belongs_here(state, params):
+        state = _first_view(key, params, make_steps, step_of, describe) or state
     if state is None:
         return None
-    if any(state["params"].get(k) != params.get(k) for k in ("model", "weights")):
+    if not _belongs_here(state, params):
         return None  # a result belongs to the model that made it
     if state["status"] == "running":  # the script was interrupted by Stop (or another widget)
         state["status"] = "stopped"
@@ -101,7 +113,54 @@ def stream(
         st.info(f"Stopped at {describe(step)}; the {kept} so far is kept.")
     if state["params"] != params:
         st.caption("The parameters changed since this result was made; press the button to run again.")
+    elif state.get("first_view"):
+        st.caption("A first view, made with these parameters when the page opened (once per model and image, "
+                   "for everyone); the button runs it again.")
     show(state["last"], False)
+    return state
+
+
+def _where() -> tuple[str, str]:
+    """The session's (model key, image key): what a first view was computed for."""
+    ctx = st.session_state.get("context")
+    return (ctx.model_key, ctx.image_key) if ctx is not None else ("", "")
+
+
+def _belongs_here(state: dict | None, params: dict) -> bool:
+    """Whether a kept run is this model's (and, for a first view, this image's too)."""
+    if state is None or any(state["params"].get(k) != params.get(k) for k in ("model", "weights")):
+        return False
+    return not state.get("first_view") or state["first_view"] == _where()
+
+
+def _first_view(key: str, params: dict, make_steps: Callable[[], Iterator], step_of: Callable[[object], Step],
+                describe: Callable[[object], str]) -> dict | None:
+    """The whole run with ``params``, from the process-wide result cache (computed once per model,
+    image and parameters), kept in the session like a finished run. None when it fails."""
+    import ui  # ui imports this module's users, not this module
+
+    def compute(progress) -> tuple[object, dict] | None:
+        last, items = None, {}
+        try:
+            for item in make_steps():
+                step = step_of(item)
+                last, items[_item_key(item)] = item, item
+                progress(step.step / step.total, describe(step))
+        except (OptimizationError, ValueError, KeyError):
+            return None
+        return last, items
+
+    ctx = st.session_state.get("context")
+    if ctx is None or sum(p.numel() for p in ctx.model.module.parameters()) > FIRST_VIEW_MAX_PARAMETERS:
+        return None
+    where = _where()
+    computed = ui.cached(("first_view", key, *where, json.dumps(params, sort_keys=True, default=str)), compute,
+                         "A first view with these parameters")
+    if computed is None or computed[0] is None:
+        return None
+    state = {"params": params, "last": computed[0], "items": dict(computed[1]), "status": "done", "error": None,
+             "first_view": where}
+    st.session_state[key] = state
     return state
 
 
@@ -159,10 +218,10 @@ def downloads(key: str, prefix: str, params: dict, pixels, extra: dict) -> None:
 def download_pair(key: str, prefix: str, params: dict, png: bytes, extra: dict | None = None, label: str = "Download PNG") -> None:
     """A PNG download and, beside it, its JSON sidecar with the parameters; both named ``file_stem``."""
     stem = file_stem(prefix, params)
-    left, right, _ = st.columns([2, 2, 4])
-    left.download_button(label, png, file_name=f"{stem}.png", mime="image/png", key=f"{key}_png", icon=":material/download:")
+    row = st.container(horizontal=True)  # full labels, wrapping when the row is narrow
+    row.download_button(label, png, file_name=f"{stem}.png", mime="image/png", key=f"{key}_png", icon=":material/download:")
     sidecar = json.dumps({"parameters": params, **(extra or {})}, indent=2, default=str)
-    right.download_button(
+    row.download_button(
         "Parameters (JSON)", sidecar, file_name=f"{stem}.json", mime="application/json", key=f"{key}_json",
         icon=":material/data_object:",
     )
