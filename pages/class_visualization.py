@@ -74,10 +74,10 @@ seed = c5.number_input("Seed", 0, 10_000, 0, key="cv_seed")
 init = c4.radio("Start from", synthesis.INITS, key="cv_init", format_func={"zeros": "zeros (mean colour)", "noise": "noise", "image": "current image"}.get)
 
 st.subheader("Regularizers (Yosinski et al. 2015)")
-p1, p2, _ = st.columns([2, 2, 3])
-p1.button("Recommended regularizers", on_click=use_preset, args=(RECOMMENDED,), key="cv_preset_recommended",
+presets = st.container(horizontal=True)  # full labels, wrapping when the row is narrow
+presets.button("Recommended regularizers", on_click=use_preset, args=(RECOMMENDED,), key="cv_preset_recommended",
           icon=":material/auto_fix_high:", help="Blur every 2 steps (σ 1), jitter, clip the 30 % smallest-norm pixels.")
-p2.button("Bare gradient ascent", on_click=use_preset, args=(BARE,), key="cv_preset_bare", icon=":material/blur_off:",
+presets.button("Bare gradient ascent", on_click=use_preset, args=(BARE,), key="cv_preset_bare", icon=":material/blur_off:",
           help="No regularizer at all: see why they matter.")
 c1, c2, c3, c4, c5 = st.columns(5)
 blur_every = c1.slider("Blur every k steps (0: off)", 0, 20, key="cv_blur_every")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from conftest import screenshot, wait_for_app
 
 
@@ -45,7 +47,9 @@ def test_activations_page(page, app_url):
 
 def test_patches_page(page, app_url):
     _open(page, app_url, "patches")
-    wait_for_app(page, "receptive field 16×16 px, stride 4 px (exact)")
+    # the default layer is the small CNN's middle block (cnnviz.defaults); its receptive field is exact
+    page.get_by_text(re.compile(r"receptive field \d+×\d+ px, stride \d+ px \(exact\)")).first.wait_for(timeout=90_000)
+    wait_for_app(page)
     _no_error(page)
     # the small CNN shows guided backprop by default: 12 patches, each with its unit's map beside it
     page.get_by_text("the guided backprop of that very unit").first.wait_for()
