@@ -47,7 +47,8 @@ def test_three_sessions_use_a_new_model_at_once(browser):
             dream.get_by_text(re.compile(r"Step \d+ of 300")).first.wait_for(timeout=TIMEOUT)
             for path in ("saliency", "patches"):  # ... while two others switch to it: their first uses overlap
                 choose(pages[path], "Architecture", MODEL)
-            for path, done in (("saliency", "occlusion ·"), ("patches", "(empirical) on 224×224")):
+            occlusion_done = re.compile(r"incremental inference|batched engine")  # the occlusion map's caption
+            for path, done in (("saliency", occlusion_done), ("patches", "(empirical) on 224×224")):
                 page = pages[path]
                 page.locator(EXCEPTION).or_(page.get_by_text(done)).first.wait_for(timeout=TIMEOUT)
             stop = dream.locator("[data-testid='stMainBlockContainer']").get_by_role("button", name="Stop")
