@@ -11,12 +11,9 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import statistics
 import sys
-import time
 import warnings
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
@@ -24,33 +21,13 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from cnnviz import attribution as A  # noqa: E402
+from timing import median_times  # noqa: E402
 from cnnviz.display import rank_correlation  # noqa: E402
 from cnnviz.hooks import input_gradient, leftover_state  # noqa: E402
 from cnnviz.models import load_model  # noqa: E402
 from cnnviz.samples import load_sample  # noqa: E402
 
 warnings.filterwarnings("ignore")
-
-
-def median_times(jobs: dict[str, Callable[[], object]], repeats: int, ratio_to: str | None = None) -> dict[str, float]:
-    """Run every job once as warm-up, then ``repeats`` interleaved rounds; median seconds per job.
-
-    With ``ratio_to``, also ``"<job>/ratio"``: the median over rounds of the job's time divided by
-    that job's time in the same round (robust to the load of a shared CPU changing between rounds).
-    """
-    for job in jobs.values():
-        job()
-    times: dict[str, list[float]] = {name: [] for name in jobs}
-    for _ in range(repeats):
-        for name, job in jobs.items():
-            start = time.perf_counter()
-            job()
-            times[name].append(time.perf_counter() - start)
-    result = {name: statistics.median(t) for name, t in times.items()}
-    if ratio_to is not None:
-        for name, t in times.items():
-            result[f"{name}/ratio"] = statistics.median(a / b for a, b in zip(t, times[ratio_to]))
-    return result
 
 
 def pearson(a: torch.Tensor, b: torch.Tensor) -> float:

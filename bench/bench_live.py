@@ -23,7 +23,6 @@ import sys
 import time
 import warnings
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
@@ -33,6 +32,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
 from cnnviz.attribution import default_cam_layer, grad_cam  # noqa: E402
+from timing import median_times  # noqa: E402
 from cnnviz.features import feature_maps  # noqa: E402
 from cnnviz.hooks import input_gradient, leftover_state  # noqa: E402
 from cnnviz.live import cap_frame, process_frame  # noqa: E402
@@ -41,23 +41,6 @@ from cnnviz.samples import load_sample  # noqa: E402
 
 warnings.filterwarnings("ignore")
 LAYER = "features.8"  # the Live page's default for SqueezeNet: the middle of its spatial layers
-
-
-def median_times(jobs: dict[str, Callable[[], object]], repeats: int, ratio_to: str) -> dict[str, float]:
-    """Warm up, then ``repeats`` interleaved rounds: median seconds per job and ``"<job>/ratio"``, the
-    median over rounds of its time divided by ``ratio_to``'s time in the same round."""
-    for job in jobs.values():
-        job()
-    times: dict[str, list[float]] = {name: [] for name in jobs}
-    for _ in range(repeats):
-        for name, job in jobs.items():
-            start = time.perf_counter()
-            job()
-            times[name].append(time.perf_counter() - start)
-    result = {name: statistics.median(t) for name, t in times.items()}
-    for name, t in times.items():
-        result[f"{name}/ratio"] = statistics.median(a / b for a, b in zip(t, times[ratio_to]))
-    return result
 
 
 def per_frame(repeats: int) -> list[tuple[str, float, float, str]]:
