@@ -2,7 +2,8 @@
 occlusion's engines (batched, incremental, approximate) vs Captum's Occlusion, on ResNet-18 (random
 weights, 1x3x224x224), the trained SqueezeNet 1.1 and the trained small CNN.
 
-Run: ``.venv/bin/python bench/bench_attribution.py [--repeats 5]``. Prints a markdown table.
+Run: ``.venv/bin/python bench/bench_attribution.py [--repeats 5] [--windows 32/16,16/8] [--curve 0.2,0.3]``.
+Prints a markdown table. bfloat16 rows only where the CPU has native bfloat16 (emulated, it is 5-8x slower).
 Timings are medians of interleaved repeats, so a shared, noisy CPU affects all rows alike.
 """
 
@@ -58,13 +59,15 @@ def occlusion_rows(label: str, model: torch.nn.Module, x: torch.Tensor, window: 
             maps[name], notes[name] = result.heat, result.note
         return job
 
+    bf16 = A.bf16_supported()  # emulated bfloat16 is 5-8x slower than float32: its rows say nothing then
     jobs = {
         "captum1": captum_run(1),
         "captum16": captum_run(16),
         "batched fp32": ours("batched fp32", precision="float32", engine="batched"),
-        "batched bf16": ours("batched bf16", precision="bfloat16", engine="batched"),
+        **({"batched bf16": ours("batched bf16", precision="bfloat16", engine="batched")} if bf16 else {}),
         "incremental fp32": ours("incremental fp32", precision="float32", engine="incremental"),
-        "incremental bf16": ours("incremental bf16", precision="bfloat16", engine="incremental", tolerance=0.0),
+        **({"incremental bf16": ours("incremental bf16", precision="bfloat16", engine="incremental", tolerance=0.0)}
+           if bf16 else {}),
         "default": ours("default"),
         **{f"tolerance {t}": ours(f"tolerance {t}", precision="float32", tolerance=t) for t in curve},
     }
@@ -86,12 +89,12 @@ def occlusion_rows(label: str, model: torch.nn.Module, x: torch.Tensor, window: 
         (f"{label}: Captum Occlusion, perturbations_per_eval=16", t["captum16"], speed("captum16"), ""),
         (f"{label}: cnnviz batched, exact fp32 (the engine before incremental inference)", t["batched fp32"],
          speed("batched fp32"), "exact"),
-        (f"{label}: cnnviz batched, bf16 copy with batch norms folded", t["batched bf16"], speed("batched bf16"),
-         fidelity("batched bf16")),
+        *([(f"{label}: cnnviz batched, bf16 copy with batch norms folded", t["batched bf16"], speed("batched bf16"),
+            fidelity("batched bf16"))] if bf16 else []),
         (f"{label}: cnnviz incremental, exact fp32", t["incremental fp32"], speed("incremental fp32"),
          f"{fidelity('incremental fp32')}; {notes['incremental fp32']}"),
-        (f"{label}: cnnviz incremental, exact bf16", t["incremental bf16"], speed("incremental bf16"),
-         f"{fidelity('incremental bf16')}; {notes['incremental bf16']}"),
+        *([(f"{label}: cnnviz incremental, exact bf16", t["incremental bf16"], speed("incremental bf16"),
+            f"{fidelity('incremental bf16')}; {notes['incremental bf16']}")] if bf16 else []),
         (f"{label}: **cnnviz occlusion, default**", t["default"], speed("default", True),
          f"**{fidelity('default')}**; {notes['default']}"),
     ]
@@ -104,6 +107,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--windows", default="32/16,16/8", help="occlusion window/stride pairs on ResNet-18 and SqueezeNet")
+    parser.add_argument("--curve", default="0.05,0.1,0.2,0.3,0.5", help="tolerances of the approximate mode (at the first pair)")
+    parser.add_argument("--no-gradients", action="store_true", help="skip the gradient methods' rows")
+    parser.add_argument("--no-small", action="store_true", help="skip the small CNN's rows")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -125,26 +132,28 @@ def main() -> None:
         "guided": lambda: A.guided_backprop(model, x, target),
         "gradcam": lambda: A.grad_cam(model, x, target, "layer4"),
     }
-    t = median_times(grad_jobs, max(args.repeats * 5, 15), ratio_to="forward+input-grad")
-    ref = t["forward+input-grad"]
-    rows = [
+    t = {} if args.no_gradients else median_times(grad_jobs, max(args.repeats * 5, 15), ratio_to="forward+input-grad")
+    ref = t.get("forward+input-grad")
+    rows = [] if args.no_gradients else [
         ("ResNet-18: plain forward (inference mode)", t["forward"], f"{t['forward/ratio']:.2f}× fwd+grad", ""),
         ("ResNet-18: plain forward + gradient w.r.t. input (torch.autograd.grad)", ref, "1.00 (reference)", ""),
         ("ResNet-18: cnnviz vanilla_gradient", t["vanilla"], f"**{t['vanilla/ratio']:.2f}×** fwd+grad", "bar ≤ 1.15×"),
         ("ResNet-18: cnnviz guided_backprop", t["guided"], f"**{t['guided/ratio']:.2f}×** fwd+grad", "bar ≤ 1.15×"),
         ("ResNet-18: cnnviz grad_cam (layer4)", t["gradcam"], f"**{t['gradcam/ratio']:.2f}×** fwd+grad", "bar ≤ 1.15×"),
     ]
-    curve = (0.05, 0.1, 0.2, 0.3, 0.5)
-    rows += occlusion_rows("ResNet-18", model, x, 32, 16, args.repeats, curve)
-    rows += occlusion_rows("ResNet-18", model, x, 16, 8, max(1, args.repeats - 1))
+    pairs = [tuple(int(v) for v in pair.split("/")) for pair in args.windows.split(",") if pair]
+    curve = tuple(float(v) for v in args.curve.split(",") if v)
     squeezenet = load_model("squeezenet1_1")
     squeeze_label = f"SqueezeNet 1.1 ({squeezenet.label.split(' · ')[-1]})"
     squeeze_x = squeezenet.preprocessing(load_sample("cat (scikit-image)"))
-    rows += occlusion_rows(squeeze_label, squeezenet.module, squeeze_x, 32, 16, args.repeats, curve)
-    rows += occlusion_rows(squeeze_label, squeezenet.module, squeeze_x, 16, 8, max(1, args.repeats - 1))
+    for label, net, image in (("ResNet-18", model, x), (squeeze_label, squeezenet.module, squeeze_x)):
+        for k, (window, stride) in enumerate(pairs):  # the curve at the first pair; fewer repeats for smaller windows
+            rows += occlusion_rows(label, net, image, window, stride, args.repeats if k == 0 else max(1, args.repeats - 1),
+                                   curve if k == 0 else ())
     small = load_model("small_cnn")
-    digit = small.preprocessing(load_sample("digit 3"))
-    rows += occlusion_rows(f"small CNN ({small.label.split(' · ')[-1]}, 32×32)", small.module, digit, 8, 4, args.repeats)
+    if not args.no_small:
+        digit = small.preprocessing(load_sample("digit 3"))
+        rows += occlusion_rows(f"small CNN ({small.label.split(' · ')[-1]}, 32×32)", small.module, digit, 8, 4, args.repeats)
     assert leftover_state(model) == [] and leftover_state(small.module) == [] and leftover_state(squeezenet.module) == []
 
     print(f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}, "

@@ -58,18 +58,26 @@ def show(step, live):
     st.plotly_chart(fig, width="stretch", key=f"gatys_curve_{step.step}" if live else "gatys_curve")
 
 
-def steps_of():
-    if not style_layers:
-        raise ValueError("Pick at least one style layer.")
-    content = image_pixels(vgg, content_image, size)
-    style = image_pixels(vgg, style_image, size)
-    return style_transfer(vgg, content, style, content_layer=content_layer, style_layers=style_layers, content_weight=content_weight,
-                          style_weight=style_weight, tv_weight=tv_weight, optimizer=optimizer, steps=steps, size=size, lr=lr,
-                          init=init, every=max(1, steps // 30))
+def transfer(size: int, steps: int, lr: float, optimizer: str):
+    def steps_of():
+        if not style_layers:
+            raise ValueError("Pick at least one style layer.")
+        content = image_pixels(vgg, content_image, size)
+        style = image_pixels(vgg, style_image, size)
+        return style_transfer(vgg, content, style, content_layer=content_layer, style_layers=style_layers,
+                              content_weight=content_weight, style_weight=style_weight, tv_weight=tv_weight,
+                              optimizer=optimizer, steps=steps, size=size, lr=lr, init=init, every=max(1, steps // 30))
+    return steps_of
 
 
+# the first view: Adam at 128 px for 40 larger steps, a few seconds (the defaults take about a minute)
+PREVIEW_SIZE, PREVIEW_STEPS, PREVIEW_LR = 128, 40, 0.05
+preview = optimization.Preview(
+    {**params, "optimizer": "adam", "size": PREVIEW_SIZE, "steps": PREVIEW_STEPS, "lr": PREVIEW_LR},
+    transfer(PREVIEW_SIZE, PREVIEW_STEPS, PREVIEW_LR, "adam"), f"Adam at {PREVIEW_SIZE} px for {PREVIEW_STEPS} steps")
 run, _ = optimization.buttons("gatys", "Transfer the style")
-state = optimization.stream("gatys_result", params, steps_of, run, show)
+state = optimization.stream("gatys_result", params, transfer(size, steps, lr, optimizer), run, show,
+                            first_view=True, preview=preview)
 if state and state["last"] is not None:
     last = state["last"]
     optimization.downloads("gatys", "gatys", state["params"], last.pixels,

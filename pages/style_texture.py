@@ -39,8 +39,8 @@ labels = [STYLE_LAYERS[0]] + [f"{STYLE_LAYERS[0]} … {layer}" for layer in STYL
 
 def row_step(item):
     label, step = item
-    offset = labels.index(label) * steps
-    return replace(step, step=offset + step.step, total=len(labels) * steps)
+    offset = labels.index(label) * step.total
+    return replace(step, step=offset + step.step, total=len(labels) * step.total)
 
 
 def show_row(item, live):
@@ -55,12 +55,19 @@ def show_row(item, live):
     st.caption(f"Textures from the Gram matrices of more and more layers · {vgg.label}")
 
 
+def row_steps(size: int, steps: int, lr: float):
+    return lambda: texture_row(vgg, image_pixels(vgg, image, max(size, 128)), size=size, steps=steps, lr=lr,
+                               every=max(1, steps // 10))
+
+
+# the first view: a smaller, shorter row that takes seconds (the defaults take about a minute)
+PREVIEW_SIZE, PREVIEW_STEPS, PREVIEW_LR = 64, 40, 0.05
+preview = optimization.Preview({**params, "size": PREVIEW_SIZE, "steps": PREVIEW_STEPS, "lr": PREVIEW_LR},
+                               row_steps(PREVIEW_SIZE, PREVIEW_STEPS, PREVIEW_LR),
+                               f"at {PREVIEW_SIZE} px and {PREVIEW_STEPS} steps per texture")
 run, _ = optimization.buttons("tex", "Synthesise the row")
-state = optimization.stream(
-    "tex_result", params,
-    lambda: texture_row(vgg, image_pixels(vgg, image, max(size, 128)), size=size, steps=steps, lr=lr, every=max(1, steps // 10)),
-    run, show_row, step_of=row_step,
-)
+state = optimization.stream("tex_result", params, row_steps(size, steps, lr), run, show_row, step_of=row_step,
+                            first_view=True, preview=preview)
 if state and state["last"] is not None and len(state["items"]) == len(labels):
     import torch
 

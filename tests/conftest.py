@@ -49,10 +49,6 @@ def _free_port() -> int:
 
 # Server-log lines that are not a defect of the app, each with why.
 LOG_ALLOWED = (
-    # The Train page re-assigns its "tr_*" widget keys every run so that settings survive page changes
-    # (ui.training.keep_settings) while the widgets keep default values: Streamlit logs a policy warning.
-    # Known, not yet fixed (move the defaults into Session State and drop them from the widgets).
-    re.compile(r'key "tr_\w+" was created with a default value'),
     # streamlit-webrtc says when one frame took longer than the frame budget: timing on a busy CPU.
     re.compile(r"frame callback is too slow"),
 )

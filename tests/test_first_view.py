@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from cnnviz.style.gatys import GATYS_SIZE, GATYS_STEPS, TEXTURE_SIZE, TEXTURE_STEPS
 from conftest import ROOT
 
 GENERATE = [("pages/class_visualization.py", "cv_result"), ("pages/adversarial.py", "adv_result"),
@@ -39,3 +40,24 @@ def test_no_first_view_on_a_heavy_network():
     at.switch_page("pages/deepdream.py").run()
     assert not at.exception
     assert "dd_result" not in at.session_state
+
+
+DEFAULTS = {"tex_result": (TEXTURE_SIZE, TEXTURE_STEPS), "gatys_result": (GATYS_SIZE, GATYS_STEPS)}
+
+
+@pytest.mark.parametrize("page,key,button", [("pages/style_texture.py", "tex_result", "Synthesise the row"),
+                                             ("pages/style_gatys.py", "gatys_result", "Transfer the style")],
+                         ids=["texture", "gatys"])
+def test_a_style_page_opens_on_a_quick_preview(page, key, button):
+    """The Style pages' defaults take about a minute of VGG-16: they open on a smaller, shorter run of
+    the same method (seconds), shared through the cache, and say so; the button runs the defaults."""
+    first = open_page(page)
+    assert not first.exception, first.exception
+    state = first.session_state[key]
+    assert state["status"] == "done" and state["first_view"] and state["note"]
+    kept = state["params"]
+    assert kept["size"] * kept["steps"] < DEFAULTS[key][0] * DEFAULTS[key][1]  # smaller or shorter than the defaults
+    assert any("A quick first view" in c.value for c in first.caption)
+    assert any(b.label == button for b in first.button)
+    second = open_page(page)
+    assert second.session_state[key]["last"] is state["last"]

@@ -152,6 +152,22 @@ def test_tolerance_trades_fidelity_for_speed():
     assert not torch.allclose(results[-1].heat, exact.heat)
 
 
+def test_projective_field_threshold_skips_work_and_stays_close():
+    """Krypton's threshold: following a window's changes over less of each map skips more work,
+    the map stays close to the exact one, and the note says what was ignored."""
+    model, x = random_model("resnet18"), image((128, 128))
+    with torch.inference_mode():
+        target = int(model(x).argmax())
+    exact = A.occlusion_map(model, x, target, 32, 16, precision="float32")
+    capped = [A.occlusion_map(model, x, target, 32, 16, precision="float32", tolerance=0.0, field=f) for f in (0.7, 0.5)]
+    assert exact.saving < capped[0].saving < capped[1].saving, [exact.saving] + [c.saving for c in capped]
+    assert "70% of a map's side ignored" in capped[0].note and "ignored" not in exact.note
+    assert pearson(capped[0].heat, exact.heat) > 0.98
+    assert not torch.allclose(capped[1].heat, exact.heat)
+    with pytest.raises(ValueError, match="field"):
+        A.occlusion_map(model, x, target, 32, 16, field=0.0)
+
+
 def test_first_order_tail_from_the_input_is_gradient_times_difference(small_cnn, digit_batch):
     """With an unbounded tolerance the cut falls on the input: each window's score change is the
     gradient times the change of its pixels (an oracle), except on the sample, which stays exact."""

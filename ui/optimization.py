@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from dataclasses import dataclass
 from typing import Callable, Iterator
 
 import numpy as np
@@ -28,6 +29,22 @@ DISPLAY_PX = 256
 FIRST_VIEW_MAX_PARAMETERS = 5_000_000
 """First views are computed on light networks only (the small CNN, SqueezeNet, EfficientNet-Lite0):
 on VGG or ResNet-50 one run with the defaults takes minutes on a CPU, so there the button starts it."""
+
+
+@dataclass(frozen=True)
+class Preview:
+    """A quick first view for a page whose defaults take a minute (the Style pages on VGG-16): smaller,
+    shorter settings that finish in a few seconds, shown until the button runs the page's own.
+
+    Attributes:
+        params: the preview's parameters (kept with its result, like a run's).
+        make_steps: returns the preview's iterator of steps.
+        note: what the caption says about it, e.g. "at 128 px and 40 steps".
+    """
+
+    params: dict
+    make_steps: Callable[[], Iterator]
+    note: str
 
 
 def visible(pixels) -> np.ndarray:
@@ -54,6 +71,7 @@ def stream(
     describe: Callable[[object], str] = lambda step: f"step {step.step} of {step.total}",
     kept: str = "image",
     first_view: bool = False,
+    preview: Preview | None = None,
 ) -> dict | None:
     """Run (when ``run``) or recall the optimisation kept under ``key``.
 
@@ -71,7 +89,8 @@ def stream(
         first_view: before the first run in this session on this model and image, show a result
             computed with the current (on a first visit: the page's default) parameters, once per
             model, image and parameters for every session (``ui.cached``); the button runs it again.
-            Light networks only (``FIRST_VIEW_MAX_PARAMETERS``).
+            Light networks only (``FIRST_VIEW_MAX_PARAMETERS``), unless ``preview`` is given.
+        preview: with ``first_view``, compute the first view with these quicker settings instead.
 
     Returns:
         The kept state {"params", "last", "items", "status" ("done", "stopped", "error"), "error"},
@@ -97,7 +116,8 @@ def stream(
         progress.empty()
         preview.empty()
     if first_view and not run and not _belongs_here(state, params):
-        state = _first_view(key, params, make_steps, step_of, describe) or state
+        quick = preview or Preview(params, make_steps, "")
+        state = _first_view(key, quick, step_of, describe, any_size=preview is not None) or state
     if state is None:
         return None
     if not _belongs_here(state, params):
@@ -111,7 +131,10 @@ def stream(
     step = step_of(state["last"])
     if state["status"] == "stopped":
         st.info(f"Stopped at {describe(step)}; the {kept} so far is kept.")
-    if state["params"] != params:
+    if state.get("first_view") and state.get("note"):
+        st.caption(f"A quick first view, {state['note']}, made when the page opened (once per image, for "
+                   "everyone); the button runs the settings above.")
+    elif state["params"] != params:
         st.caption("The parameters changed since this result was made; press the button to run again.")
     elif state.get("first_view"):
         st.caption("A first view, made with these parameters when the page opened (once per model and image, "
@@ -133,16 +156,17 @@ def _belongs_here(state: dict | None, params: dict) -> bool:
     return not state.get("first_view") or state["first_view"] == _where()
 
 
-def _first_view(key: str, params: dict, make_steps: Callable[[], Iterator], step_of: Callable[[object], Step],
-                describe: Callable[[object], str]) -> dict | None:
-    """The whole run with ``params``, from the process-wide result cache (computed once per model,
-    image and parameters), kept in the session like a finished run. None when it fails."""
+def _first_view(key: str, quick: Preview, step_of: Callable[[object], Step], describe: Callable[[object], str],
+                any_size: bool = False) -> dict | None:
+    """The whole run of ``quick``, from the process-wide result cache (computed once per model, image
+    and parameters), kept in the session like a finished run. None when it fails, or when the model
+    is heavy and ``any_size`` is False."""
     import ui  # ui imports this module's users, not this module
 
     def compute(progress) -> tuple[object, dict] | None:
         last, items = None, {}
         try:
-            for item in make_steps():
+            for item in quick.make_steps():
                 step = step_of(item)
                 last, items[_item_key(item)] = item, item
                 progress(step.step / step.total, describe(step))
@@ -151,15 +175,15 @@ def _first_view(key: str, params: dict, make_steps: Callable[[], Iterator], step
         return last, items
 
     ctx = st.session_state.get("context")
-    if ctx is None or sum(p.numel() for p in ctx.model.module.parameters()) > FIRST_VIEW_MAX_PARAMETERS:
+    if ctx is None or (not any_size and sum(p.numel() for p in ctx.model.module.parameters()) > FIRST_VIEW_MAX_PARAMETERS):
         return None
     where = _where()
-    computed = ui.cached(("first_view", key, *where, json.dumps(params, sort_keys=True, default=str)), compute,
+    computed = ui.cached(("first_view", key, *where, json.dumps(quick.params, sort_keys=True, default=str)), compute,
                          "A first view with these parameters")
     if computed is None or computed[0] is None:
         return None
-    state = {"params": params, "last": computed[0], "items": dict(computed[1]), "status": "done", "error": None,
-             "first_view": where}
+    state = {"params": quick.params, "last": computed[0], "items": dict(computed[1]), "status": "done", "error": None,
+             "first_view": where, "note": quick.note}
     st.session_state[key] = state
     return state
 

@@ -205,7 +205,7 @@ def choose_data(key: str = "tr_train") -> tuple[TrainData, str]:
                           if MNIST not in options else "4,000 real handwritten digits to train on, 1,000 held out.")
     if name in (MNIST, DIGITS):
         return _offline_data(name), name
-    size = int(mid.selectbox("Size (px)", [16, 24, 32, 48, 64], index=2, key=f"{key}_size"))
+    size = int(mid.selectbox("Size (px)", [16, 24, 32, 48, 64], key=_default(f"{key}_size", 32)))
     channels = 1 if right.radio("Colour", ["gray", "RGB"], key=f"{key}_channels", horizontal=True) == "gray" else 3
     try:
         if name == ZIP:
@@ -216,7 +216,7 @@ def choose_data(key: str = "tr_train") -> tuple[TrainData, str]:
             data = upload.getvalue()
             digest = hashlib.sha256(data).hexdigest()
             return _zip_data(digest, data, size, channels), f"zip:{digest}:{size}:{channels}"
-        limit = int(st.number_input("Images", 200, 20000, 5000, step=500, key=f"{key}_limit"))
+        limit = int(st.number_input("Images", 200, 20000, step=500, key=_default(f"{key}_limit", 5000)))
         return _torchvision_data(name, limit, size, channels), f"{name}:{limit}:{size}:{channels}"
     except ValueError as error:
         st.error(str(error))
@@ -243,6 +243,14 @@ PERSISTENT_PREFIX = "tr_"
 """Widgets whose key starts with this keep their values when the user visits other pages."""
 
 
+def _default(key: str, value: object) -> str:
+    """Put a widget's default value into Session State once and return its key. A widget whose
+    value comes from Session State (as ``keep_settings`` re-assigns it) gets no default argument,
+    which Streamlit would otherwise warn about."""
+    st.session_state.setdefault(key, value)
+    return key
+
+
 def keep_settings() -> None:
     """Keep the training widgets' values across pages (Streamlit forgets the state of widgets that a
     run does not draw, unless their keys are re-assigned in every run). Called by the sidebar."""
@@ -257,47 +265,47 @@ def settings_widgets() -> TrainConfig:
     arch, reg, aug, opt = st.tabs(["Architecture", "Regularisation", "Augmentation", "Optimisation"])
     with arch:
         c1, c2, c3, c4 = st.columns(4)
-        width = c1.select_slider("Width (channels of block 1)", [4, 8, 16, 32, 64], 16, key="tr_width")
-        depth = c2.slider("Depth (blocks)", 1, 4, 2, key="tr_depth", help="Each block halves the feature maps.")
-        convs = c3.slider("Convolutions per block", 1, 3, 2, key="tr_convs")
+        width = c1.select_slider("Width (channels of block 1)", [4, 8, 16, 32, 64], key=_default("tr_width", 16))
+        depth = c2.slider("Depth (blocks)", 1, 4, key=_default("tr_depth", 2), help="Each block halves the feature maps.")
+        convs = c3.slider("Convolutions per block", 1, 3, key=_default("tr_convs", 2))
         pool = c4.selectbox("Pooling", ["max", "avg", "fractional"], key="tr_pool",
                             help="Fractional max pooling shrinks by 1/√2 with random regions (Graham, 2014).")
         c1, c2, c3, c4 = st.columns(4)
         activation = c1.selectbox("Activation", list(ACTIVATIONS), key="tr_activation")
-        init = c2.selectbox("Initialisation", list(INITS), index=1, key="tr_init",
+        init = c2.selectbox("Initialisation", list(INITS), key=_default("tr_init", list(INITS)[1]),
                             help="kaiming = He/MSRA, xavier = Glorot, normal = N(0, σ²), default = PyTorch's.")
-        init_std = c2.select_slider("σ of normal init", [1e-3, 1e-2, 0.05, 0.1, 0.5, 1.0], 1e-2, key="tr_init_std",
+        init_std = c2.select_slider("σ of normal init", [1e-3, 1e-2, 0.05, 0.1, 0.5, 1.0], key=_default("tr_init_std", 1e-2),
                                     disabled=init != "normal")
         batch_norm = c3.checkbox("Batch norm", key="tr_bn")
         residual = c3.checkbox("Residual variant", key="tr_residual", help="Each block: a conv, then conv-act-conv + identity.")
-        dropout = c4.slider("Dropout p (before the last layer)", 0.0, 0.8, 0.0, 0.05, key="tr_dropout")
+        dropout = c4.slider("Dropout p (before the last layer)", 0.0, 0.8, step=0.05, key=_default("tr_dropout", 0.0))
     with reg:
         c1, c2, c3 = st.columns(3)
-        regularization = c1.radio("Weight penalty", ["none", "l2", "l1", "elastic"], index=1, key="tr_reg",
+        regularization = c1.radio("Weight penalty", ["none", "l2", "l1", "elastic"], key=_default("tr_reg", "l2"),
                                   horizontal=True, help="L2 is applied as weight decay (decoupled for AdamW).")
-        weight_decay = c1.select_slider("Strength λ", DECAYS, 0.0, key="tr_wd", format_func=lambda v: f"{v:g}")
-        l1_ratio = c1.slider("L1 share (elastic net)", 0.0, 1.0, 0.5, key="tr_l1_ratio", disabled=regularization != "elastic")
-        dropconnect = c2.slider("DropConnect p (last layer's weights)", 0.0, 0.8, 0.0, 0.05, key="tr_dropconnect")
-        stochastic_depth = c2.slider("Stochastic depth (residual variant)", 0.0, 0.8, 0.0, 0.05, key="tr_sdepth",
+        weight_decay = c1.select_slider("Strength λ", DECAYS, key=_default("tr_wd", 0.0), format_func=lambda v: f"{v:g}")
+        l1_ratio = c1.slider("L1 share (elastic net)", 0.0, 1.0, key=_default("tr_l1_ratio", 0.5), disabled=regularization != "elastic")
+        dropconnect = c2.slider("DropConnect p (last layer's weights)", 0.0, 0.8, step=0.05, key=_default("tr_dropconnect", 0.0))
+        stochastic_depth = c2.slider("Stochastic depth (residual variant)", 0.0, 0.8, step=0.05, key=_default("tr_sdepth", 0.0),
                                      disabled=not residual, help="Probability that the last residual unit is skipped.")
-        patience = c3.slider("Early stopping patience (epochs, 0 = off)", 0, 10, 0, key="tr_patience",
+        patience = c3.slider("Early stopping patience (epochs, 0 = off)", 0, 10, key=_default("tr_patience", 0),
                              help="The best validation epoch's weights are always kept.")
     with aug:
         c1, c2, c3, c4, c5 = st.columns(5)
         hflip = c1.checkbox("Horizontal flip", key="tr_hflip", help="Wrong for digits: a mirrored 3 is no digit.")
-        crop = c2.slider("Random crop & scale", 0.0, 0.3, 0.0, 0.05, key="tr_crop")
-        jitter = c3.slider("Colour jitter", 0.0, 0.6, 0.0, 0.05, key="tr_jitter")
-        cutout = c4.slider("Cutout (fraction of the side)", 0.0, 0.6, 0.0, 0.05, key="tr_cutout")
-        mixup = c5.slider("Mixup α", 0.0, 1.0, 0.0, 0.1, key="tr_mixup")
+        crop = c2.slider("Random crop & scale", 0.0, 0.3, step=0.05, key=_default("tr_crop", 0.0))
+        jitter = c3.slider("Colour jitter", 0.0, 0.6, step=0.05, key=_default("tr_jitter", 0.0))
+        cutout = c4.slider("Cutout (fraction of the side)", 0.0, 0.6, step=0.05, key=_default("tr_cutout", 0.0))
+        mixup = c5.slider("Mixup α", 0.0, 1.0, step=0.1, key=_default("tr_mixup", 0.0))
     with opt:
         c1, c2, c3, c4 = st.columns(4)
         optimizer = c1.selectbox("Optimizer", ["adam", "adamw", "sgd"], key="tr_optimizer", help="SGD uses momentum 0.9.")
-        lr = c2.select_slider("Learning rate", LRS, 2e-3, key="tr_lr", format_func=lambda v: f"{v:g}")
+        lr = c2.select_slider("Learning rate", LRS, key=_default("tr_lr", 2e-3), format_func=lambda v: f"{v:g}")
         schedule = c3.selectbox("Schedule", ["cosine", "step", "constant"], key="tr_schedule")
-        warmup = c3.slider("Warm-up (epochs)", 0.0, 3.0, 0.0, 0.5, key="tr_warmup")
-        batch = c4.select_slider("Batch size", [8, 16, 32, 64, 128, 256], 64, key="tr_batch")
-        epochs = c4.slider("Epochs", 1, 30, 6, key="tr_epochs")
-        seed = c1.number_input("Seed", 0, 10_000, 0, key="tr_seed", help="Seeds initialisation, order and augmentation.")
+        warmup = c3.slider("Warm-up (epochs)", 0.0, 3.0, step=0.5, key=_default("tr_warmup", 0.0))
+        batch = c4.select_slider("Batch size", [8, 16, 32, 64, 128, 256], key=_default("tr_batch", 64))
+        epochs = c4.slider("Epochs", 1, 30, key=_default("tr_epochs", 6))
+        seed = c1.number_input("Seed", 0, 10_000, key=_default("tr_seed", 0), help="Seeds initialisation, order and augmentation.")
     net = NetConfig(width=width, depth=depth, convs_per_block=convs, activation=activation, init=init,
                     init_std=init_std, batch_norm=batch_norm, dropout=dropout, pool=pool, residual=residual,
                     stochastic_depth=stochastic_depth if residual else 0.0, dropconnect=dropconnect)

@@ -38,6 +38,7 @@ from .incremental_occlusion import cut_points, incremental_scores, plan_regions,
 from .op_graph import UnsupportedGraph, capture_graph
 from .sanity import SanityStage, _randomize, _weighted_layers, randomization_sanity_check
 from .sensitivity import (
+    DEFAULT_FIELD,
     DEFAULT_TOLERANCE,
     FAST_PREVIEW,
     MIN_SAVING,
@@ -59,7 +60,7 @@ from .targets import (
 )
 
 __all__ = [
-    "DEFAULT_TOLERANCE", "FAST_PREVIEW", "METHODS", "MIN_SAVING", "OCCLUSION_MODES", "Attribution", "OcclusionMap", "UnsupportedGraph",
+    "DEFAULT_FIELD", "DEFAULT_TOLERANCE", "FAST_PREVIEW", "METHODS", "MIN_SAVING", "OCCLUSION_MODES", "Attribution", "OcclusionMap", "UnsupportedGraph",
     "batched_outputs", "capture_graph", "cut_points", "incremental_scores", "occlusion_map", "plan_regions",
     "tail_gradients", "GuidedReLUMode", "Progress", "SanityStage", "Target", "attribute", "bf16_inference_copy",
     "bf16_supported", "cam_from_gradient", "completeness_gap", "count_relus", "default_cam_layer", "grad_cam", "guided_backprop",

@@ -51,7 +51,7 @@ def attribute(
     """Run one method by name (see ``METHODS``) with its parameters, and time it.
 
     Params used: "layer" (Grad-CAM), "window", "stride", "baseline", "score", "precision", "engine",
-    "tolerance" (occlusion), "samples", "noise", "seed" (SmoothGrad), "steps" (integrated gradients).
+    "tolerance", "field" (occlusion), "samples", "noise", "seed" (SmoothGrad), "steps" (integrated gradients).
     """
     params = dict(params or {})
     start = time.perf_counter()
@@ -68,7 +68,7 @@ def attribute(
         result = occlusion_map(
             model, x, target, params.get("window", 16), params.get("stride", 8), params.get("baseline", 0.0),
             params.get("score", "logit"), params.get("precision", "auto"), progress=progress,
-            engine=params.get("engine", "auto"), tolerance=params.get("tolerance"),
+            engine=params.get("engine", "auto"), tolerance=params.get("tolerance"), field=params.get("field"),
         )
         raw, note = result.heat, result.note
     elif method == "SmoothGrad":

@@ -38,7 +38,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from .op_graph import Graph, Ref, UnsupportedGraph, capture_graph, fold_recorded_batch_norms
+from .op_graph import Graph, Ref, UnsupportedGraph, capture_graph, channels_last_convolutions, fold_recorded_batch_norms
 
 FULL_AREA = 0.7
 """A box covering this fraction of its map (or more) is computed in full instead."""
@@ -155,13 +155,25 @@ def cut_points(graph: Graph) -> list[int]:
     return [k for k in range(output + 1) if covered[k] == 0 and reaches[k]]
 
 
-def plan_regions(graph: Graph, positions: np.ndarray, window: tuple[int, int]) -> Plan:
+def _cap(span: np.ndarray, size: int, field: float) -> np.ndarray:
+    """Spans (P, 2) longer than ``field`` of ``size`` shrunk to that length around their centre."""
+    cap = max(1, math.ceil(field * size))
+    lo, hi = span[:, 0], span[:, 1]
+    start = np.clip(np.round((lo + hi - cap) / 2).astype(np.int64), 0, max(0, size - cap))
+    longer = hi - lo > cap
+    return np.stack([np.where(longer, start, lo), np.where(longer, start + cap, hi)], axis=1)
+
+
+def plan_regions(graph: Graph, positions: np.ndarray, window: tuple[int, int], field: float = 1.0) -> Plan:
     """Propagate each window position's changed region through the graph.
 
     Args:
         graph: from ``capture_graph``.
         positions: (P, 2) top-left corners of the windows.
         window: (height, width) of the window.
+        field: largest fraction of a map's side that a window op's changed region may span (1:
+            exact). Less is Krypton's projective-field threshold: the changes outside it are
+            ignored (they are small, far from the window), and deep layers stay boxes.
 
     Returns:
         the ``Plan``.
@@ -187,6 +199,8 @@ def plan_regions(graph: Graph, positions: np.ndarray, window: tuple[int, int]) -
             rows, cols = (np.stack(_span(getattr(source, dim)[:, 0], getattr(source, dim)[:, 1], g.kernel[i], g.stride[i],
                                          g.padding[i], g.dilation[i], shape[2 + i]), axis=1)
                           for i, dim in enumerate(("rows", "cols")))
+            if field < 1:
+                rows, cols = _cap(rows, shape[2], field), _cap(cols, shape[3], field)
             region = _box(rows, cols, shape)
         else:  # join: the union of the changed regions
             changed = [r for r in inputs if r.state == "box"]
@@ -427,6 +441,11 @@ def tail_gradients(graph: Graph, nodes: list[int], score: Callable[[Tensor], Ten
             for i, g in zip(nodes, gradients)}
 
 
+CALIBRATION_SAMPLE = 16
+"""Window positions, spread over the image, that run exactly to place the first-order cut: each costs a
+whole forward pass beyond the cut, so few."""
+
+
 def _relative_error(estimate: Tensor, exact: Tensor) -> float:
     """RMS error of ``estimate`` relative to the standard deviation of ``exact`` (0 when both agree)."""
     error = float((estimate - exact).pow(2).mean().sqrt())
@@ -445,6 +464,7 @@ def incremental_scores(
     tolerance: float = 0.0,
     min_saving: float = 0.0,
     progress: Callable[[int], None] | None = None,
+    field: float = 1.0,
 ) -> tuple[Tensor, Tensor, Plan]:
     """The score of the clean image and of every occluded copy, by incremental inference.
 
@@ -469,8 +489,8 @@ def incremental_scores(
     Raises:
         UnsupportedGraph: the forward pass cannot be replayed region-wise, or would save too little.
     """
-    graph = fold_recorded_batch_norms(capture_graph(network, image))
-    plan = plan_regions(graph, positions, window)
+    graph = channels_last_convolutions(fold_recorded_batch_norms(capture_graph(network, image)))
+    plan = plan_regions(graph, positions, window, field)
     if plan.saving < min_saving:
         raise UnsupportedGraph(f"{_first_global(graph, plan)}, so it would skip only {plan.saving:.0%} of the work")
     clean_output = graph.nodes[graph.output.node].clean
@@ -487,7 +507,7 @@ def incremental_scores(
             if candidates:
                 with torch.inference_mode(False):
                     gradients = tail_gradients(graph, candidates, score)
-                sample = np.unique(np.linspace(0, count - 1, batch_size).round().astype(np.int64))
+                sample = np.unique(np.linspace(0, count - 1, min(batch_size, CALIBRATION_SAMPLE)).round().astype(np.int64))
                 order = np.concatenate([sample, np.setdiff1d(order, sample)])
                 replay.reorder(order)
                 first = slice(0, len(sample))

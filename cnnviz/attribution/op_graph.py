@@ -22,7 +22,7 @@ Each node is classified for region-wise replay (``cnnviz.attribution.incremental
 from __future__ import annotations
 
 import inspect
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable
 
 import torch
@@ -330,6 +330,22 @@ def capture_graph(network: nn.Module, x: Tensor) -> Graph:
 def _same(value: Tensor) -> Tensor:
     """The identity: what a batch norm folded into its convolution leaves behind."""
     return value
+
+
+def channels_last_convolutions(graph: Graph) -> Graph:
+    """A copy of the graph whose convolutions use channels-last copies of their weights, so that
+    oneDNN runs them in its faster NHWC layout (10-40% per convolution on a CPU). The network's own
+    tensors are not modified."""
+    nodes = list(graph.nodes)
+    for k, node in enumerate(nodes):
+        if node.kind != "window" or node.window.op != "conv" or node.window.params["weight"].dim() != 4:
+            continue
+        weight = node.window.params["weight"].detach().contiguous(memory_format=torch.channels_last)
+        window = replace(node.window, params={**node.window.params, "weight": weight})
+        args = (node.args[0], weight, *node.args[2:]) if len(node.args) > 1 and isinstance(node.args[1], Tensor) else node.args
+        kwargs = {**node.kwargs, "weight": weight} if "weight" in node.kwargs else node.kwargs
+        nodes[k] = Node(node.func, args, kwargs, node.inputs, node.clean, node.kind, window)
+    return Graph(nodes, graph.output)
 
 
 def fold_recorded_batch_norms(graph: Graph) -> Graph:

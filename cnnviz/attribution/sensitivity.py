@@ -41,12 +41,16 @@ DEFAULT_TOLERANCE = 0.1
 relative to their spread) of the exact ones on the sample, which keeps the map's Pearson correlation
 with the exact one above 0.99 in bench/."""
 
+DEFAULT_FIELD = 0.7
+"""``field`` of the default map: a window's changes are followed over at most 70% of each map's side
+(Krypton's projective-field threshold τ); beyond, the clean activations stand."""
+
 FAST_PREVIEW = 0.3
 """``tolerance`` of the page's "fast preview"."""
 
 OCCLUSION_MODES: dict[str, tuple[dict, str]] = {
-    "default": ({}, "first-order beyond the block where that stays within 10 % on a sample; "
-                    "Pearson ≥ 0.99 with the exact map in bench/"),
+    "default": ({}, "changes followed over at most 70 % of each map's side, first-order beyond the block "
+                    "where that stays within 10 % on a sample; Pearson ≥ 0.99 with the exact map in bench/"),
     "fast preview": ({"tolerance": FAST_PREVIEW}, "30 % error bound; typically Pearson ≈ 0.98 with the exact map"),
     "exact": ({"precision": "float32", "tolerance": 0.0}, "float32, every layer recomputed where the window reaches"),
 }
@@ -88,8 +92,12 @@ def occlusion_map(
     progress: Progress | None = None,
     engine: Engine = "auto",
     tolerance: float | None = None,
+    field: float | None = None,
 ) -> OcclusionMap:
     """Occlusion sensitivity (Zeiler & Fergus, 2014), with the engine's report (see ``occlusion``).
+
+    ``field`` (incremental engine): the largest fraction of a map's side a window's changes are
+    followed over (None: ``DEFAULT_FIELD`` for the default map, else 1, exact).
 
     Raises:
         ValueError: bad window, stride, score or limit; ``engine="incremental"`` on a network it
@@ -108,6 +116,10 @@ def occlusion_map(
         raise ValueError('engine must be "auto", "incremental" or "batched".')
     if tolerance is None:
         tolerance = 0.0 if precision == "float32" else DEFAULT_TOLERANCE
+        field = (1.0 if precision == "float32" else DEFAULT_FIELD) if field is None else field
+    field = 1.0 if field is None else field
+    if not 0 < field <= 1:
+        raise ValueError("field must be in (0, 1]: the largest fraction of a map's side a window's changes may span.")
     if not tolerance >= 0:
         raise ValueError("tolerance must be 0 (exact) or more: the first-order tail's allowed relative error.")
     use_bf16 = precision == "bfloat16" or (precision == "auto" and x.device.type == "cpu" and bf16_supported())
@@ -134,7 +146,7 @@ def occlusion_map(
             try:
                 clean, occluded, plan = incremental_scores(
                     network, image, background, np.asarray(positions).reshape(-1, 2), window, scores, batch_size,
-                    tolerance, MIN_SAVING if engine == "auto" else 0.0, report)
+                    tolerance, MIN_SAVING if engine == "auto" else 0.0, report, field)
                 used, saving, cut, depth = "incremental", plan.cut_saving, plan.cut, plan.depth_of(plan.cut)
             except UnsupportedGraph as reason:
                 if engine == "incremental":
@@ -150,10 +162,12 @@ def occlusion_map(
         sums[:, i : i + window[0], j : j + window[1]] += deltas[:, p, None, None]
         counts[i : i + window[0], j : j + window[1]] += 1
     heat = torch.where(counts > 0, sums / counts.clamp(min=1), torch.zeros_like(sums))
-    exact = cut is None
+    field = field if used == "incremental" else 1.0
+    exact = cut is None and field == 1.0
     if used == "incremental":
         note = (f"incremental inference, {saving:.0%} of the work skipped"
-                + ("" if exact else f", first-order Taylor beyond {depth:.0%} of the network, error ≤ {tolerance:.0%} on a sample"))
+                + ("" if field == 1.0 else f", changes beyond {field:.0%} of a map's side ignored")
+                + ("" if cut is None else f", first-order Taylor beyond {depth:.0%} of the network, error ≤ {tolerance:.0%} on a sample"))
     else:
         note = "batched engine" + (f" (incremental inference does not pay here: {why})" if why else "")
     note += ", bfloat16 copy with batch norms folded" if use_bf16 else ", float32"
@@ -173,6 +187,7 @@ def occlusion(
     progress: Progress | None = None,
     engine: Engine = "auto",
     tolerance: float | None = None,
+    field: float | None = None,
 ) -> Tensor:
     """Occlusion sensitivity (Zeiler & Fergus, 2014).
 
@@ -206,9 +221,13 @@ def occlusion(
             of the network reproduces those windows' score changes within this error (RMS, relative
             to their spread), uses that expansion for the other windows. 0 is exact. None: 0 for
             ``precision="float32"``, else ``DEFAULT_TOLERANCE``.
+        field: the incremental engine follows a window's changes over at most this fraction of each
+            map's side, centred on the window (Krypton's projective-field threshold; the changes
+            beyond, far from the window and small, are ignored). None: ``DEFAULT_FIELD`` when
+            ``tolerance`` is left to its default, else 1 (exact).
 
     Returns:
         (N, H, W) float32 map, on the input's device.
     """
     return occlusion_map(model, x, target, window, stride, baseline, score, precision, batch_size, progress,
-                         engine, tolerance).heat
+                         engine, tolerance, field).heat
