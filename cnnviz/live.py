@@ -305,22 +305,24 @@ class LiveStats:
 class LiveProcessor:
     """Processes frames in a background thread, at the rate the model allows.
 
-    ``submit`` only stores the frame: if the worker is still busy with an earlier one, the frame
-    waiting before it is dropped, so what is shown never lags behind the camera by more than one
-    frame's processing time. The worker thread starts on the first frame and ends after
+    ``submit`` only stores the frame. At most ``queued`` frames wait for the worker; a newer one
+    drops the oldest, so what is shown never lags behind the camera by more than ``queued`` frames'
+    processing time. Two, not one: WebRTC often delivers frames in pairs a millisecond apart, and
+    with room for one the first of each pair was dropped unseen (half the frames, at an idle worker).
+    The worker thread starts on the first frame and ends after
     ``idle_seconds`` without frames (a closed browser tab leaves no thread behind). At most
     ``MAX_LIVE_STREAMS`` workers run at once in a process (``streams``); a further one reports so
     in ``stats().error`` instead of processing.
     """
 
     def __init__(self, settings: LiveSettings | None = None, *, idle_seconds: float = 5.0, window_seconds: float = 3.0,
-                 streams: threading.Semaphore | None = None) -> None:
+                 streams: threading.Semaphore | None = None, queued: int = 2) -> None:
         self._settings = settings
         self._idle_seconds = idle_seconds
         self._window = window_seconds
         self._streams = streams or _STREAMS
         self._lock = threading.Condition()
-        self._pending: tuple[Image.Image | np.ndarray, float] | None = None
+        self._pending: deque[tuple[Image.Image | np.ndarray, float]] = deque(maxlen=max(1, queued))
         self._thread: threading.Thread | None = None
         self._closed = False
         self._result: FrameResult | None = None
@@ -344,12 +346,12 @@ class LiveProcessor:
         with self._lock:
             if self._closed:
                 return
-            if self._pending is not None:
-                self._dropped += 1
-            self._pending = (frame, time.perf_counter())
+            if len(self._pending) == self._pending.maxlen:
+                self._dropped += 1  # the oldest waiting frame goes
+            self._pending.append((frame, time.perf_counter()))
             if self._thread is None:
                 if not self._streams.acquire(blocking=False):
-                    self._pending = None
+                    self._pending.clear()
                     self._error = ("The server is already processing its maximum of live streams; "
                                    "try again when another one stops.")
                     return
@@ -385,7 +387,7 @@ class LiveProcessor:
         """Stop the worker (after the frame in hand) and refuse further frames."""
         with self._lock:
             self._closed = True
-            self._pending = None
+            self._pending.clear()
             thread = self._thread
             self._lock.notify_all()
         if thread is not None and thread is not threading.current_thread():
@@ -394,12 +396,11 @@ class LiveProcessor:
     def _next(self) -> tuple[Image.Image | np.ndarray, float, LiveSettings | None] | None:
         """Wait for a frame; None (and the thread is given up) when idle or closed."""
         with self._lock:
-            self._lock.wait_for(lambda: self._pending is not None or self._closed, self._idle_seconds)
-            if self._pending is None or self._closed:
+            self._lock.wait_for(lambda: bool(self._pending) or self._closed, self._idle_seconds)
+            if not self._pending or self._closed:
                 self._thread = None
                 return None
-            frame, arrived = self._pending
-            self._pending = None
+            frame, arrived = self._pending.popleft()
             return frame, arrived, self._settings
 
     def _run(self) -> None:

@@ -79,9 +79,9 @@ with left:
     st.caption(f"{model.label} · frames at most {MAX_SIDE} px · one stream per session")
 
 
-@st.fragment(run_every=0.5 if playing else None)
+@st.fragment(run_every=1.0 if playing else None)
 def panel() -> None:
-    """Predictions, feature maps and rates of the latest processed frame (refreshed twice a second)."""
+    """Predictions, feature maps and rates of the latest processed frame (refreshed once a second: each refresh draws hundreds of maps, and faster refreshes cost the model frames)."""
     stats = live.processor.stats()
     result = live.processor.latest()
     m1, m2, m3 = st.columns(3)

@@ -167,6 +167,23 @@ def _wait(predicate, timeout: float = 30.0) -> None:
         time.sleep(0.01)
 
 
+def test_two_frames_at_once_are_both_processed(small_cnn):
+    """WebRTC often hands over frames in pairs: an idle worker must not drop the first of a pair."""
+    processor = LiveProcessor(LiveSettings(small_cnn, "features.4", 2, "grad_cam", "features.9"), idle_seconds=0.5,
+                              streams=threading.BoundedSemaphore(1))
+    try:
+        for round_ in range(3):
+            before = processor.stats().processed
+            first, second = _frame(2 * round_, (64, 48)), _frame(2 * round_ + 1, (64, 48))
+            processor.submit(first)
+            processor.submit(second)
+            _wait(lambda: processor.stats().processed == before + 2)
+            assert np.array_equal(np.asarray(processor.latest().image), second)
+        assert processor.stats().dropped == 0
+    finally:
+        processor.close()
+
+
 def test_the_worker_drops_stale_frames_and_shows_the_newest(small_cnn):
     processor = LiveProcessor(LiveSettings(small_cnn, "features.4", 2, "grad_cam", "features.9"), idle_seconds=0.5,
                               streams=threading.BoundedSemaphore(1))

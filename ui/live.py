@@ -21,6 +21,10 @@ from cnnviz.samples import digit_sample_names
 
 CAMERA, CLIP = "Your camera", "Bundled clip"
 CLIP_FPS = 15
+CAMERA_FPS = 15
+"""Frames per second asked of the camera: more than a CPU processes (SqueezeNet: about 10-25), and each
+frame still costs decoding, scaling and re-encoding on the server and in the browser; frames beyond what
+the model takes are dropped, so asking for 30 only spends CPU that the model needs."""
 
 _CAMERA_CHECK_JS = """
 export default function(component) {
@@ -66,7 +70,7 @@ def camera_status() -> str | None:
 
 
 def keep_steady(key: str) -> None:
-    """Don't fade the container ``key`` while its fragment reruns: refreshed twice a second, it would
+    """Don't fade the container ``key`` while its fragment reruns: refreshed every second, it would
     flicker (Streamlit dims elements of a running script)."""
     st.html(f"<style>.st-key-{key} [data-stale='true'] {{opacity: 1 !important; transition: none !important;}}</style>")
 
@@ -154,7 +158,7 @@ def stream(live: LiveSession, source: str):
     if source == CAMERA:
         return webrtc_streamer(
             key="live_camera", mode=WebRtcMode.SENDRECV, rtc_configuration=config,
-            media_stream_constraints={"video": {"width": {"ideal": MAX_SIDE}, "frameRate": {"ideal": 30}},
+            media_stream_constraints={"video": {"width": {"ideal": MAX_SIDE}, "frameRate": {"ideal": CAMERA_FPS, "max": CAMERA_FPS}},
                                       "audio": False},
             video_frame_callback=_frame_callback(live, CAMERA),
         )
