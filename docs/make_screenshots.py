@@ -2,7 +2,7 @@
 
 Serves the app as `make run` does (the package sources fetched), drives Debian's Chromium with
 Playwright through the pages, and writes small PNGs into docs/. Run: `.venv/bin/python docs/make_screenshots.py [--generate]`
-(a few minutes on 2 cores). Needs the test tools (`make test` installs them).
+(a few minutes on 2 cores); `--first-views`: what the Generate and Style pages show on opening, untouched. Needs the test tools (`make test` installs them).
 """
 
 from __future__ import annotations
@@ -20,6 +20,15 @@ from conftest import CHROMIUM, serve_app, wait_for_app  # noqa: E402
 DOCS = ROOT / "docs"
 WIDTH = 900  # px of the saved PNGs
 ONLY_GENERATE = "--generate" in sys.argv  # only the Generate pages' screenshots (the slow ones)
+FIRST_VIEWS = "--first-views" in sys.argv  # only what the Generate and Style pages show on opening
+FIRST_VIEW_PAGES = [  # (URL path, text on the page once its first view is there, file name)
+    ("class_visualization", "A first view", "first_view_class_visualization"),
+    ("adversarial", "A first view", "first_view_adversarial"),
+    ("inversion", "A first view", "first_view_inversion"),
+    ("deepdream", "A first view", "first_view_deepdream"),
+    ("style_texture", "A quick first view", "first_view_texture"),
+    ("style_gatys", "A quick first view", "first_view_gatys"),
+]
 
 
 def save(page, name: str, clip_to_main: bool = True) -> None:
@@ -71,6 +80,13 @@ def main() -> None:
                 page.goto(f"{url}/{path}")
                 page.get_by_text(text).filter(visible=True).first.wait_for(timeout=300_000)
                 wait_for_app(page, timeout=300_000)
+
+        if FIRST_VIEWS:
+            for path, text, name in FIRST_VIEW_PAGES:
+                open_page(path, text)
+                save(page, name)
+            browser.close()
+            return
 
         if not ONLY_GENERATE:
             open_page("")
