@@ -70,8 +70,8 @@ def transfer(size: int, steps: int, lr: float, optimizer: str):
     return steps_of
 
 
-# the first view: Adam at 128 px for 40 larger steps, a few seconds (the defaults take about a minute)
-PREVIEW_SIZE, PREVIEW_STEPS, PREVIEW_LR = 128, 40, 0.05
+# the first view: Adam at 128 px for 40 small steps from the content, 5 s here (the defaults take about a minute)
+PREVIEW_SIZE, PREVIEW_STEPS, PREVIEW_LR = 128, 40, 0.01
 preview = optimization.Preview(
     {**params, "optimizer": "adam", "size": PREVIEW_SIZE, "steps": PREVIEW_STEPS, "lr": PREVIEW_LR},
     transfer(PREVIEW_SIZE, PREVIEW_STEPS, PREVIEW_LR, "adam"), f"Adam at {PREVIEW_SIZE} px for {PREVIEW_STEPS} steps")

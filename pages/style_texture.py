@@ -60,7 +60,7 @@ def row_steps(size: int, steps: int, lr: float):
                                every=max(1, steps // 10))
 
 
-# the first view: a smaller, shorter row that takes seconds (the defaults take about a minute)
+# the first view: a smaller, shorter row, 7 s here (the defaults take about a minute)
 PREVIEW_SIZE, PREVIEW_STEPS, PREVIEW_LR = 64, 40, 0.05
 preview = optimization.Preview({**params, "size": PREVIEW_SIZE, "steps": PREVIEW_STEPS, "lr": PREVIEW_LR},
                                row_steps(PREVIEW_SIZE, PREVIEW_STEPS, PREVIEW_LR),
