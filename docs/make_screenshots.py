@@ -82,9 +82,13 @@ def main() -> None:
                 wait_for_app(page, timeout=300_000)
 
         if FIRST_VIEWS:
+            page.set_viewport_size({"width": 1400, "height": 900})
             for path, text, name in FIRST_VIEW_PAGES:
                 open_page(path, text)
-                save(page, name)
+                caption = page.get_by_text(text).filter(visible=True).first
+                caption.evaluate("e => e.scrollIntoView({block: 'start'})")  # the caption on top, the result below
+                page.wait_for_timeout(500)
+                save(page, name, clip_to_main=False)  # the window as scrolled: the main area is a scroll box
             browser.close()
             return
 
