@@ -29,6 +29,9 @@ def gram_matrix(features: Tensor) -> Tensor:
     if features.dim() != 4:
         raise ValueError(f"A Gram matrix needs feature maps (N, C, H, W), not {tuple(features.shape)}.")
     n, c, h, w = features.shape
+    if c > 1 and features.is_contiguous(memory_format=torch.channels_last):  # (N, H·W, C) is then a view
+        f = features.permute(0, 2, 3, 1).reshape(n, h * w, c)
+        return torch.bmm(f.transpose(1, 2), f) / (h * w)
     f = features.reshape(n, c, h * w)
     return torch.bmm(f, f.transpose(1, 2)) / (h * w)
 

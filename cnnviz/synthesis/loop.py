@@ -98,6 +98,8 @@ def evaluate(
     param = pixels.detach().requires_grad_(True)
     with torch.enable_grad():
         x = prepare(param)
+        if x.dim() == 4 and x.device.type == "cpu":  # oneDNN's NHWC convolutions: 10-40 % faster on a CPU
+            x = x.contiguous(memory_format=torch.channels_last)
         logits, acts = _forward(model, x, objective.layers, objective.needs_logits)
         capture = Capture(param, logits, acts, preprocessing, normalize=preprocessing.normalize)
         score = objective(capture)
