@@ -476,7 +476,8 @@ def incremental_scores(
         window: (height, width).
         score: network output (B, K) float32 -> score (B,), e.g. one class's logit (with
             ``tolerance=0`` any (B, ...) tensor, e.g. the whole output).
-        batch_size: window positions per replay (also the size of the sample that places the cut).
+        batch_size: window positions per replay (the sample that places the cut has at most
+            ``CALIBRATION_SAMPLE``).
         tolerance: largest error of the first-order tail on the sample, relative to the spread of
             the exact score changes (0: exact, see the module docstring).
         min_saving: raise ``UnsupportedGraph`` when exact incremental inference would skip less
