@@ -114,10 +114,10 @@ def occlusion_map(
         raise ValueError("batch_size must be at least 1.")
     if engine not in ("auto", "incremental", "batched"):
         raise ValueError('engine must be "auto", "incremental" or "batched".')
+    if field is None:  # the default map limits the field; an explicit tolerance or float32 is exact unless told
+        field = DEFAULT_FIELD if tolerance is None and precision != "float32" else 1.0
     if tolerance is None:
         tolerance = 0.0 if precision == "float32" else DEFAULT_TOLERANCE
-        field = (1.0 if precision == "float32" else DEFAULT_FIELD) if field is None else field
-    field = 1.0 if field is None else field
     if not 0 < field <= 1:
         raise ValueError("field must be in (0, 1]: the largest fraction of a map's side a window's changes may span.")
     if not tolerance >= 0:
