@@ -14,6 +14,8 @@ SWITCH_INTERVAL_S = 0.0002
 if sys.getswitchinterval() != SWITCH_INTERVAL_S:
     sys.setswitchinterval(SWITCH_INTERVAL_S)
 
+ui.admission.gate()  # sizes the heavy-job gate to the cores and sets torch's threads, once per process
+
 st.set_page_config(page_title="cnnviz", page_icon=":material/visibility:", layout="wide")
 
 PAGES = {

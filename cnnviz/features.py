@@ -477,7 +477,9 @@ def embed_2d(
 
     if x.shape[1] > pca_dims and len(x) > pca_dims:
         x = PCA(pca_dims, random_state=seed).fit_transform(x).astype(np.float32)
-    tsne = TSNE(2, perplexity=perplexity, max_iter=int(max_iter), init="pca", random_state=seed, n_jobs=-1)
+    # as many threads as torch uses (set once per process, see cnnviz.admission), never all the cores
+    tsne = TSNE(2, perplexity=perplexity, max_iter=int(max_iter), init="pca", random_state=seed,
+                n_jobs=torch.get_num_threads())
     return tsne.fit_transform(x).astype(np.float32)
 
 

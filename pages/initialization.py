@@ -35,7 +35,7 @@ sigma = st.select_slider("σ of N(0, σ²)", [0.001, 0.005, 0.01, 0.02, 0.03, 0.
 std = weight_std(scheme, width, sigma)
 stats = ui.cached(("init_mlp", depth, width, activation, scheme, sigma),
                   lambda progress: mlp_statistics(depth, width, activation, scheme, sigma, batch=256),
-                  "Running the MLP")
+                  "Running the MLP", heavy=False)
 
 label = {"normal": f"N(0, {sigma:g}²)", "xavier": f"Xavier, σ = 1/√{width} = {std:.3g}",
          "kaiming": f"Kaiming, σ = √2/√{width} = {std:.3g}"}[scheme]

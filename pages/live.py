@@ -47,7 +47,7 @@ channel = int(c2.number_input("Channel", 0, channels - 1, strongest, key=f"live_
 labels = {"grad_cam": "Grad-CAM", "vanilla_gradient": "Vanilla gradient", "none": "None"}
 overlay = c3.selectbox("Saliency on the video", list(labels), format_func=labels.get, key="live_overlay")
 alpha = c4.slider("Opacity", 0.0, 1.0, 0.5, 0.05, key="live_alpha")
-cam_layer = ui.cached(("cam layer", ctx.model_key), lambda _: default_cam_layer(model.module, ctx.x), "Finding the Grad-CAM layer")
+cam_layer = ui.cached(("cam layer", ctx.model_key), lambda _: default_cam_layer(model.module, ctx.x), "Finding the Grad-CAM layer", heavy=False)
 live.processor.configure(LiveSettings(model, layer, channel, overlay, cam_layer, alpha))
 
 status = ui.live.camera_status()

@@ -133,6 +133,9 @@ relevant = {
 target_name = model.class_names[target]
 
 
+HEAVY_METHODS = ("occlusion", "SmoothGrad", "integrated gradients")  # many passes: through the admission gate
+
+
 def run_method(loaded, x, model_key: str, method: str, class_index: int, method_params: dict) -> A.Attribution:
     key_params = tuple((k, method_params[k]) for k in relevant.get(method, ()))
     key = (model_key, ctx.image_key, method, class_index, key_params)
@@ -140,6 +143,7 @@ def run_method(loaded, x, model_key: str, method: str, class_index: int, method_
         key,
         lambda progress: ui.run_or_explain(A.attribute, method, loaded.module, x, class_index, method_params, progress),
         f"{method} on {loaded.name}…",
+        heavy=method in HEAVY_METHODS,
     )
 
 
@@ -148,7 +152,7 @@ def method_note(result: A.Attribution, loaded) -> str:
     if result.method == "guided backprop":
         x = ctx.x if loaded is model else loaded.preprocessing(ctx.image)
         total, by_modules = ui.cached(("relus", loaded.label, loaded.name), lambda _: A.count_relus(loaded.module, x),
-                                          "Counting ReLUs…")
+                                          "Counting ReLUs…", heavy=False)
         if total > by_modules:
             note = f"also guided {total - by_modules} functional ReLU calls (Captum would not)"
     return note
@@ -254,6 +258,7 @@ gradient = ui.cached(
     ("channel", ctx.model_key, ctx.image_key, feature_layer, channel),
     lambda progress: ui.run_or_explain(A.guided_backprop_channel, model.module, ctx.x, feature_layer, channel),
     "Guided backprop of the channel…",
+    heavy=False,
 )
 g1, g2, g3 = st.columns(3)
 pattern_image = display.signed_image(gradient[0], 99.5)

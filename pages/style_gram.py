@@ -37,7 +37,7 @@ def compute(progress):
     return gram_matrix(features.float())[0].numpy(), tuple(features.shape[1:])
 
 
-gram, shape = ui.cached(("gram", vgg.label, name, layer, size), compute, f"Gram matrix of {layer}")
+gram, shape = ui.cached(("gram", vgg.label, name, layer, size), compute, f"Gram matrix of {layer}", heavy=False)
 values = gram / np.sqrt(np.outer(np.diag(gram), np.diag(gram)).clip(1e-12)) if correlation else gram
 left.image(image, caption=f"{name} · {layer}: {shape[0]} channels of {shape[1]} × {shape[2]} · {vgg.label}", width="stretch")
 top = float(np.percentile(np.abs(values), 99.5))  # a few strong channels would hide the rest

@@ -106,7 +106,8 @@ if start:
     images = ui.run_or_explain(content_images)
     style_pixels = ui_style.pixels(style_image, settings.style_size)
     preview = ui_style.pixels(image, 192)
-    job = TrainingJob(lambda: train_style_network(vgg, style_pixels, images, settings, preview=preview, every=5)).start()
+    job = TrainingJob(lambda: train_style_network(vgg, style_pixels, images, settings, preview=preview, every=5),
+                      gate=ui.admission.gate(), owner=ui.training.session_uid()).start()
     st.session_state["train_job"] = job
     st.session_state["train_job_params"] = {"style": style_name, **asdict(settings), "same_as_shipped": same_as_shipped}
 
@@ -123,6 +124,9 @@ def progress() -> None:
     total = params["steps"]
     status = {"running": "training", "done": "done", "stopped": "stopped", "error": "failed"}[job.status if not job.running else "running"]
     st.progress(done / total, text=f"{status}: step {done} of {total}" + (f" · {latest.seconds:.0f} s" if latest else " · starting"))
+    if job.running and job.queued:
+        st.info(f"Waiting for a free slot: number {job.queued} in the server's queue. Training starts as soon as one "
+                "frees, and takes turns with other students' jobs.", icon=":material/hourglass_top:")
     if job.error:
         st.error(job.error)
     if latest is None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import threading
 from collections import OrderedDict
+from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Callable
 
@@ -33,6 +34,7 @@ from cnnviz.models import (
     pretrained_choice_label,
 )
 from cnnviz.samples import DEFAULT_DIGIT, DEFAULT_PHOTO, load_sample, sample_names
+from ui import admission
 from ui.training import before_sidebar as _training_before_sidebar, session_models as _session_models
 
 PRETRAINED, RANDOM, UPLOADED = "pretrained", "random", "uploaded"
@@ -109,7 +111,8 @@ def teaching_layers(ctx: "Context") -> dict[str, object]:
 def strongest_channel(ctx: "Context", layer: str) -> int:
     """The channel of ``layer`` that responds most to the current image (cached per model, image, layer)."""
     return cached(("strongest", ctx.model_key, ctx.image_key, layer),
-                  lambda _: defaults.strongest_channel(ctx.model.module, ctx.x, layer), "Finding the strongest channel…")
+                  lambda _: defaults.strongest_channel(ctx.model.module, ctx.x, layer), "Finding the strongest channel…",
+                  heavy=False)
 
 
 @st.cache_resource(show_spinner=False)
@@ -118,7 +121,8 @@ def _results() -> tuple[OrderedDict, threading.Lock]:
     return OrderedDict(), threading.Lock()
 
 
-def cached(key: tuple, compute: Callable[[Callable[..., None]], object], label: str, max_entries: int = 48):
+def cached(key: tuple, compute: Callable[[Callable[..., None]], object], label: str, max_entries: int = 48,
+           heavy: bool = True):
     """Return the result stored under ``key``, or compute it with a progress bar and store it.
 
     Unlike ``st.cache_data``, a cache hit shows no progress bar at all. Results are shared by every
@@ -128,6 +132,9 @@ def cached(key: tuple, compute: Callable[[Callable[..., None]], object], label: 
     Args:
         compute: called with a progress callback ``progress(fraction, message="")``.
         label: what the progress bar says is being computed.
+        heavy: compute it in a slot of the admission gate (``ui.admission``), taking turns with other
+            sessions' heavy jobs at each progress call; False for a pass or two (a gradient, a layer
+            search), which runs at once.
     """
     store, lock = _results()
     with lock:
@@ -135,12 +142,16 @@ def cached(key: tuple, compute: Callable[[Callable[..., None]], object], label: 
             store.move_to_end(key)
             return store[key]
     bar = st.progress(0.0, text=label)
-
-    def progress(fraction: float, message: str = "") -> None:
-        bar.progress(min(max(float(fraction), 0.0), 1.0), text=f"{label}: {message}" if message else label)
-
+    slot = admission.heavy(label, bar) if heavy else nullcontext(lambda: None)
     try:
-        result = compute(progress)
+        with slot as checkpoint:
+
+            def progress(fraction: float, message: str = "") -> None:
+                checkpoint()
+                bar.progress(min(max(float(fraction), 0.0), 1.0), text=f"{label}: {message}" if message else label)
+
+            bar.progress(0.0, text=label)
+            result = compute(progress)
     finally:
         bar.empty()
     with lock:
@@ -296,6 +307,7 @@ def sidebar() -> None:
         st.session_state["context"] = None
         return
     st.sidebar.caption(f"Using **{model.label}**")
+    admission.sidebar_status()
     st.session_state["context"] = Context(
         model, key, image, image_name, st.session_state["image_key"], model.preprocessing(image)
     )

@@ -21,6 +21,7 @@ from plotly.subplots import make_subplots
 
 from cnnviz.display import pixels_to_array, png_bytes, upscale
 from cnnviz.synthesis import OptimizationError, Step
+from ui import admission
 
 DISPLAY_PX = 256
 """Images smaller than this are shown upscaled (nearest neighbour) so their pixels are visible."""
@@ -103,13 +104,15 @@ def stream(
         progress = st.progress(0.0, text="Starting…")
         preview = st.empty()
         try:
-            for item in make_steps():
-                step = step_of(item)
-                state["last"] = item
-                state["items"][_item_key(item)] = item
-                progress.progress(step.step / step.total, text=_capitalized(describe(step)))
-                with preview.container():
-                    show(item, True)
+            with admission.heavy("This run", progress) as checkpoint:  # a slot of the gate, in turns
+                for item in make_steps():
+                    step = step_of(item)
+                    state["last"] = item
+                    state["items"][_item_key(item)] = item
+                    progress.progress(step.step / step.total, text=_capitalized(describe(step)))
+                    with preview.container():
+                        show(item, True)
+                    checkpoint()
             state["status"] = "done"
         except (OptimizationError, ValueError, KeyError) as error:
             state["status"], state["error"] = "error", str(error).strip("'\"")

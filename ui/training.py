@@ -16,6 +16,7 @@ from typing import Callable
 import numpy as np
 import streamlit as st
 
+from cnnviz.admission import shared_gate
 from cnnviz.data import TORCHVISION_DATASETS, mnist_available, torchvision_dataset, zip_dataset
 from cnnviz.display import pixels_to_array, upscale
 from cnnviz.models import LoadedModel
@@ -107,7 +108,7 @@ def start_job(name: str, make_items: Callable, finish: Callable[[Snapshot, Backg
     if job is not None and job.running:
         st.warning(f"A {job.name} is still running in this session: stop it or wait until it ends.")
         return False
-    job = BackgroundRun(make_items, name=name)
+    job = BackgroundRun(make_items, name=name, gate=shared_gate(), owner=session_uid())
     job.extra, job.finish, job.handled = extra, finish, False  # type: ignore[attr-defined]
     st.session_state[JOB] = job.start()
     return True
@@ -147,6 +148,9 @@ def poll(name: str, draw: Callable[[Snapshot, BackgroundRun], None], every: floa
         if snap.status == "running":
             if st.button("Stop", key=f"stop_{name}", icon=":material/stop:", help="Stops within one iteration."):
                 job.stop()
+            if snap.queued:
+                st.info(f"The {name} waits for a free slot: number {snap.queued} in the server's queue. It starts "
+                        "as soon as one frees, and takes turns with other students' jobs.", icon=":material/hourglass_top:")
         draw(snap, job)
         if running and snap.status != "running":
             st.rerun()

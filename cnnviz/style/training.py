@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 import threading
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
@@ -23,6 +24,7 @@ import torch
 from PIL import Image
 from torch import Tensor, nn
 
+from ..admission import AdmissionGate, Cancelled
 from ..hooks import forward_until
 from ..models import LoadedModel
 from ..synthesis import Capture, feature_error, total_variation
@@ -248,10 +250,18 @@ class TrainingJob:
 
     The page starts it, polls ``latest`` and ``status``, and may ``stop`` it; the thread checks the
     flag between steps. ``status``: "running", "done", "stopped" or "error" (``error`` says why).
+
+    Args:
+        make_steps: returns the iterator of training steps.
+        gate: train in a slot of this admission gate (``cnnviz.admission``), taking turns at every step;
+            ``queued`` is the place in its queue while waiting (0 once training).
+        owner: who the job belongs to at the gate (a session id).
     """
 
-    def __init__(self, make_steps: Callable[[], Iterator[TrainStep]]):
+    def __init__(self, make_steps: Callable[[], Iterator[TrainStep]], gate: AdmissionGate | None = None,
+                 owner: str = ""):
         self._make_steps = make_steps
+        self._gate, self._owner, self.queued = gate, owner, 0
         self._stop = threading.Event()
         self.latest: TrainStep | None = None
         self.preview: Tensor | None = None  # the latest preview
@@ -271,16 +281,28 @@ class TrainingJob:
     def running(self) -> bool:
         return self.thread.is_alive()
 
+    def _queue_position(self, position: int) -> None:
+        self.queued = position
+
     def _run(self) -> None:
+        slot = (self._gate.job(self._owner, "style training", on_wait=self._queue_position, cancelled=self._stop.is_set)
+                if self._gate is not None else nullcontext(None))
         try:
-            for step in self._make_steps():
-                self.latest = step
-                if step.preview is not None:
-                    self.preview = step.preview
-                if self._stop.is_set():
-                    self.status = "stopped"
-                    return
+            with slot as ticket:
+                self.queued = 0
+                for step in self._make_steps():
+                    self.latest = step
+                    if step.preview is not None:
+                        self.preview = step.preview
+                    if self._stop.is_set():
+                        self.status = "stopped"
+                        return
+                    if ticket is not None:
+                        ticket.checkpoint(on_wait=self._queue_position, cancelled=self._stop.is_set)
+                        self.queued = 0
             self.status = "done"
+        except Cancelled:
+            self.status = "stopped"
         except Exception as error:  # shown on the page; never a traceback in the thread
             self.status, self.error = "error", f"{type(error).__name__}: {error}" if not isinstance(error, ValueError) else str(error)
 

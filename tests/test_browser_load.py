@@ -1,0 +1,27 @@
+"""The lecture-hall load test, short version: three browser sessions open the heavy pages of one real
+server at once (occlusion on Saliency, DeepDream's first view, t-SNE on Embeddings), each on its own
+digit or seed. Each must get exactly the result it gets alone on a fresh server (image bytes and plot
+data), with no exception shown; meanwhile the health endpoint answers within 1 s and Home, its model
+loaded, within 2 s. bench/bench_load.py runs the full version (8 sessions, five heavy pages)."""
+
+from __future__ import annotations
+
+from load import run_alone, run_load, serve_app, small_cnn_scenarios
+
+SESSIONS = 3
+TIMEOUT_S = 300.0
+
+
+def test_three_sessions_get_their_own_results_at_once():
+    scenarios = small_cnn_scenarios(SESSIONS)
+    with serve_app("streamlit_load_alone") as url:
+        alone = run_alone(url, scenarios, TIMEOUT_S)
+    assert not [o.error for o in alone if o.error], [o.error for o in alone]
+    with serve_app("streamlit_load") as url:
+        report = run_load(url, scenarios, TIMEOUT_S)
+    print(report.summary())
+    assert not report.errors, report.errors
+    for by_itself, loaded in zip(alone, report.outcomes):
+        assert loaded.fingerprint == by_itself.fingerprint, f"{loaded.scenario.name} differs from its result alone"
+    assert report.health_checks >= 3 and report.health_max_s < 1.0, report.summary()
+    assert report.home_s and max(report.home_s) < 2.0, report.summary()
