@@ -169,3 +169,36 @@ def test_background_run_waits_for_a_slot_and_stop_ends_the_wait():
     done.join(5)
     snap = done.snapshot()
     assert (snap.status, snap.items, snap.queued) == ("done", [0, 1, 2], 0)
+
+
+def test_the_app_computes_a_heavy_map_only_in_a_slot_of_the_shared_gate():
+    """Saliency's occlusion waits in the process-wide queue while another session holds the only slot
+    free, then computes; a plain gradient (light) does not wait."""
+    from test_app import new_app
+
+    from cnnviz.admission import shared_gate
+
+    gate = shared_gate()
+    holders = [gate.ticket(f"other session {k}", "someone's DeepDream") for k in range(gate.slots)]
+    for ticket in holders:
+        ticket.wait()
+    seen: list[dict] = []
+
+    def release_later() -> None:
+        _until(lambda: bool(gate.status()["waiting"]), timeout=120)
+        seen.append(gate.status())
+        for ticket in holders:
+            ticket.release()
+
+    releaser = threading.Thread(target=release_later)
+    releaser.start()
+    try:
+        at = new_app(model_name="small_cnn", saliency_methods=["vanilla gradient", "occlusion"]).run()
+        at.switch_page("pages/saliency.py").run()
+    finally:
+        releaser.join(150)
+        for ticket in holders:
+            ticket.release()
+    assert not at.exception
+    assert seen and seen[0]["waiting"] == ["occlusion on small_cnn…"], seen
+    assert gate.status() == {"running": [], "waiting": []}

@@ -156,6 +156,7 @@ FORBIDDEN = {
     "random.seed": "seeds Python's global generator",
     "torch.set_num_threads": "changes the thread count for every thread started after it",
     "torch.set_num_interop_threads": "changes a process-wide thread pool",
+    "threadpoolctl.threadpool_limits": "changes the process-wide OpenMP and BLAS thread pools",
     "torch.set_default_dtype": "process-wide default",
     "torch.set_default_tensor_type": "process-wide default",
     "torch.set_default_device": "process-wide default",
@@ -179,6 +180,11 @@ START_UP = {
     ("ui/__init__.py", "monkeypatch streamlit.runtime.pages_manager.PagesManager.uses_pages_directory"):
         "runs once, under the import lock, when app.py first imports ui, before any page is routed; it always "
         "writes the same constant (serve pages through st.navigation only), which no computation reads",
+    ("cnnviz/admission.py", "torch.set_num_threads"):
+        "configure_threads runs once per process, from shared_gate() on app.py's first script run, before any "
+        "heavy job; it sets the count the admission gate was sized for and refuses to change it later",
+    ("cnnviz/admission.py", "threadpoolctl.threadpool_limits"):
+        "the same start-up call: scikit-learn's OpenMP/BLAS pools get the gate's thread count once",
 }
 """The allowed exceptions: (file, finding) -> why it is start-up code."""
 

@@ -115,6 +115,9 @@ def strongest_channel(ctx: "Context", layer: str) -> int:
                   heavy=False)
 
 
+_MISSING = object()
+
+
 @st.cache_resource(show_spinner=False)
 def _results() -> tuple[OrderedDict, threading.Lock]:
     """One process-wide LRU store of computed results (maps, features, maxima, embeddings)."""
@@ -150,8 +153,10 @@ def cached(key: tuple, compute: Callable[[Callable[..., None]], object], label: 
                 checkpoint()
                 bar.progress(min(max(float(fraction), 0.0), 1.0), text=f"{label}: {message}" if message else label)
 
+            with lock:  # another session may have computed it while this one waited for its slot
+                done = store.get(key, _MISSING)
             bar.progress(0.0, text=label)
-            result = compute(progress)
+            result = compute(progress) if done is _MISSING else done
     finally:
         bar.empty()
     with lock:
