@@ -188,3 +188,18 @@ def test_figure_png_places_subplots_and_reads_plotly_typed_arrays():
     image = np.asarray(Image.open(io.BytesIO(figure_png(fig))).convert("L"))
     left, right = image[:, : image.shape[1] // 2], image[:, image.shape[1] // 2 :]
     assert (left < 128).mean() > 0.001 and (right < 128).mean() > 0.01  # both panels drawn, each on its side
+
+
+def test_gram_export_holds_the_matrix_it_shows(served):
+    at = _open("style_gram")
+    at.toggle(key="gram_corr").set_value(True).run()
+    _no_errors(at)
+    sidecar, image = _latest(served, "gram")
+    assert sidecar["page"] == "style_gram" and sidecar["parameters"]["correlation"] is True
+    assert sidecar["parameters"]["layer"] == at.selectbox(key="gram_layer").value
+    z = np.asarray(sidecar["figure"][0]["z"])
+    channels = sidecar["feature_shape"][0]
+    diagonal = np.diag(z)  # correlations: 1 on the diagonal, 0 for a channel silent on this image
+    assert z.shape == (channels, channels) and np.all(np.isclose(diagonal, 1.0, atol=1e-4) | (diagonal == 0))
+    assert np.isclose(diagonal, 1.0, atol=1e-4).sum() > channels // 4
+    assert image.width >= 1000
