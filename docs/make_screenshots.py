@@ -2,7 +2,10 @@
 
 Serves the app as `make run` does (the package sources fetched), drives Debian's Chromium with
 Playwright through the pages, and writes small PNGs into docs/. Run: `.venv/bin/python docs/make_screenshots.py [--generate]`
-(a few minutes on 2 cores); `--first-views`: what the Generate and Style pages show on opening, untouched. Needs the test tools (`make test` installs them).
+(a few minutes on 2 cores); `--first-views`: what the Generate and Style pages show on opening, untouched;
+`--pages`: every page of the navigation as it opens, whole, at 1280 px, into artifacts/screenshots/ as the
+browser tests' screenshots are (`docs/refresh_screenshots.py` then copies them to docs/pages/). Needs the
+test tools (`make test` installs them).
 """
 
 from __future__ import annotations
@@ -15,12 +18,16 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
-from conftest import CHROMIUM, serve_app, wait_for_app  # noqa: E402
+from conftest import CHROMIUM, screenshot, serve_app, wait_for_app  # noqa: E402
 
 DOCS = ROOT / "docs"
 WIDTH = 900  # px of the saved PNGs
 ONLY_GENERATE = "--generate" in sys.argv  # only the Generate pages' screenshots (the slow ones)
 FIRST_VIEWS = "--first-views" in sys.argv  # only what the Generate and Style pages show on opening
+ALL_PAGES = any(a == "--pages" or a.startswith("--pages=") for a in sys.argv)  # every page (or those named
+ONLY = next((a.split("=", 1)[1].split(",") for a in sys.argv if a.startswith("--pages=")), None)  # --pages=home,live)
+PAGES_SIZE = (1280, 900)  # the window for --pages: a laptop or a projector
+PAGES_PREFIX = "pages"
 FIRST_VIEW_PAGES = [  # (URL path, text on the page once its first view is there, file name)
     ("class_visualization", "A first view", "first_view_class_visualization"),
     ("adversarial", "A first view", "first_view_adversarial"),
@@ -66,11 +73,45 @@ def run_button(page, name: str, done_text: str, timeout: float = 600_000) -> Non
     wait_for_app(page, done_text, timeout=timeout)
 
 
+def all_pages(browser, url: str) -> None:
+    """Every page as it opens (first views included), whole, as artifacts/screenshots/pages_<page>.png.
+
+    Reuses the layout sweep (tests/layout.py), which stretches the window to each page's height; a
+    page is saved once no script run is in progress for 3 s (the first views on the Generate and Style
+    pages take up to minutes on 2 cores). A page that shows an exception or overlapping elements fails."""
+    from layout import sweep
+
+    def wait(page, text=None, timeout=0):
+        wait_for_app(page, text, timeout=600_000, quiet=3.0)
+
+    def save_as(page, name: str):
+        # a short page: the window is stretched to the main area only, which would cut the sidebar
+        sidebar = page.evaluate("() => { const s = document.querySelector(\"[data-testid='stSidebarContent']\");"
+                                " return s ? s.scrollHeight : 0; }")
+        if sidebar > page.viewport_size["height"]:
+            page.set_viewport_size({"width": PAGES_SIZE[0], "height": int(sidebar) + 20})
+            page.wait_for_timeout(500)
+        return screenshot(page, name.replace(f"layout_{PAGES_SIZE[0]}x{PAGES_SIZE[1]}", PAGES_PREFIX))
+
+    paths = None if ONLY is None else ["" if name == "home" else name for name in ONLY]
+    results = sweep(browser, url, PAGES_SIZE, wait, save_as, paths)
+    for result in results:
+        print(f"{result.path}: {result.seconds:.0f} s, {result.elements} elements"
+              + (f", PROBLEMS: {result.problems}" if result.problems else ""))
+    bad = [r.path for r in results if r.errors]
+    if bad:
+        raise SystemExit(f"pages showing an exception: {bad}")
+
+
 def main() -> None:
     from playwright.sync_api import sync_playwright
 
     with serve_app("streamlit_docs", default_model=None) as url, sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=["--headless", "--no-sandbox", "--disable-gpu"])
+        if ALL_PAGES:
+            all_pages(browser, url)
+            browser.close()
+            return
         page = browser.new_context(viewport={"width": 1400, "height": 1000}).new_page()
 
         def open_page(path: str, text: str | None = None) -> None:

@@ -78,6 +78,8 @@ for row, name in enumerate(chosen, start=1):
 fig.update_layout(height=230 * len(chosen) + 60, showlegend=False, margin=dict(l=10, r=10, t=40, b=10))
 fig.update_xaxes(title_text="x", row=len(chosen))
 st.plotly_chart(fig, width="stretch")
+ui.export.offer("act_curves", "activations_fx", {"functions": chosen, "range": span, "saturation_threshold": threshold,
+                                                 "function_parameters": params}, figure=fig)
 st.caption(f"Shaded: saturated, |f′(x)| < {threshold}: almost no gradient flows back through the unit there. "
            "At a kink (x = 0 for ReLU) PyTorch uses the derivative 0.")
 

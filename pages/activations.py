@@ -43,6 +43,8 @@ left, right = st.columns([3, 2])
 with left:
     st.image(grid, caption=f"{model.label} · {layer}: {shown} of {channels} feature maps, {h}×{w} each, "
              f"for {ctx.image_name} (left to right, top to bottom: channel 0, 1, ...)", width="stretch")
+    ui.export.offer("activations", "activations", {"layer": layer, "shared_scale": shared, "channels_shown": shown},
+                    image=grid, extra={"model_label": model.label, "channels": channels, "map_size": [h, w]})
 with right:
     fig = go.Figure()
     fig.add_bar(x=np.arange(channels), y=stats["max"], name="maximum")

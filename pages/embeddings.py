@@ -104,6 +104,8 @@ left, right = st.columns([3, 2])
 with left:
     st.caption(f"{model.label} · {dataset.name} · hover a point for its number and class, click it to select it")
     event = st.plotly_chart(fig, width="stretch", on_select="rerun", selection_mode="points", key="embeddings_plot")
+    ui.export.offer("embeddings", "embeddings", {"dataset": dataset_key, "layer": choice, "method": method, **params},
+                    figure=fig, extra={"model_label": model.label, "points": points, "labels": labels})
 picked = None
 points_selected = getattr(getattr(event, "selection", None), "points", None) or []
 if points_selected:

@@ -63,6 +63,10 @@ with left:
     what = f"input channel {in_channel}" if in_channel is not None else mode
     st.image(grid, caption=f"{model.label} · {layer}: {min(out_channels, max_filters)} of {out_channels} filters, "
              f"{kh}×{kw}, {what}{epoch_caption}" + (", sorted by L2 norm" if sort_by_norm else ""), width="stretch")
+    ui.export.offer("filters", "filters", {"layer": layer, "sort_by_norm": sort_by_norm, "input_channel": in_channel,
+                                           "epoch": st.session_state.get("filters_epoch") if history is not None else None},
+                    image=grid, extra={"model_label": model.label, "filter_order": order,
+                                       "filter_norms": weight.detach().float().flatten(1).norm(dim=1)})
 with right:
     norms = weight.detach().float().flatten(1).norm(dim=1).numpy()
     fig = px.bar(x=np.arange(out_channels).astype(str)[order], y=norms[order],

@@ -60,6 +60,8 @@ with right:
                           margin=dict(l=10, r=10, t=30, b=10), title=model.label)
         st.plotly_chart(fig, width="stretch")
         st.markdown(f"Top prediction: **{top[0][0]}** ({top[0][1]:.1%})")
+        ui.export.offer("home_top5", "top5", {"model": model.name, "k": 5}, figure=fig,
+                        extra={"model_label": model.label, "top5": top})
     if not model.pretrained:
         st.warning("Random weights: these predictions are not meaningful.")
 

@@ -58,6 +58,9 @@ fig.update_annotations(font_size=11)
 fig.update_layout(height=280 * rows + 40, margin=dict(l=10, r=10, t=80 if relu else 50, b=10), bargap=0.02,
                   title=f"Activations per layer: {activation}, {label}, width {width}")
 st.plotly_chart(fig, width="stretch")
+ui.export.offer("init_hist", "initialisation", {"depth": depth, "width": width, "activation": activation, "scheme": scheme,
+                                                "sigma": sigma if scheme == "normal" else None}, figure=fig,
+                extra={"per_layer": [{"layer": s.layer, "mean": s.mean, "std": s.std, "saturated": s.saturated} for s in stats]})
 
 left, right = st.columns(2)
 with left:

@@ -9,7 +9,7 @@ from PIL import Image, ImageDraw
 import ui
 import ui.datasets
 from cnnviz.attribution import guided_backprop_units
-from cnnviz.display import signed_image
+from cnnviz.display import signed_image, tile as tile_images
 from cnnviz.features import channel_maxima, crop_patch, dead_channels, maximally_activating_patches, receptive_field
 from cnnviz.models import SMALL_CNN
 
@@ -101,6 +101,7 @@ def framed(picture: Image.Image, box: tuple[int, int, int, int]) -> Image.Image:
 
 
 columns = 3 if maps is not None else 6
+shown = []  # the patches as drawn, for the PNG download
 for start in range(0, len(patches), columns):
     cols = st.columns(columns, gap="medium" if maps is not None else "small")
     for offset, (col, patch) in enumerate(zip(cols, patches[start : start + columns])):
@@ -108,6 +109,7 @@ for start in range(0, len(patches), columns):
         caption = f"{hit.value:.3g} · {dataset.label_name(hit.index)} · #{hit.index}"
         view = model.preprocessing.view(dataset.images[hit.index])
         picture = framed(view, patch.box) if show_context else patch.image
+        shown.append(np.asarray(picture.convert("RGB").resize((tile, tile), Image.Resampling.NEAREST)))
         if maps is None:
             col.image(enlarged(picture), width="stretch", caption=caption)
             continue
@@ -119,6 +121,10 @@ for start in range(0, len(patches), columns):
         right.image(enlarged(beside), width="stretch")
         pair.caption(caption)
 
+ui.export.offer("patches", "patches", {"dataset": dataset_key, "layer": layer, "channel": channel, "k": k,
+                                       "in_context": show_context}, image=tile_images(shown, 6),
+                extra={"model_label": model.label, "hits": [{"image": p.hit.index, "label": dataset.label_name(p.hit.index),
+                                                             "activation": p.hit.value, "box": p.box} for p in patches]})
 top_values = np.sort(maxima.values[:, channel])[::-1]
 st.caption(f"Caption: activation · label · image number. The {k}th strongest image reaches "
            f"{top_values[min(k, len(top_values)) - 1]:.3g}; the median image {np.median(top_values):.3g}.")

@@ -2,7 +2,6 @@
 most images (Moosavi-Dezfooli et al., CVPR 2016 and CVPR 2017)."""
 
 import hashlib
-import json
 import math
 
 import plotly.graph_objects as go
@@ -113,6 +112,9 @@ if st.session_state.get("df_params") == df_params:
         st.success(f"'{before[0]}' ({before[1]:.1%}) → '{after[0]}' ({after[1]:.1%}) with {norm_text}.")
     else:
         st.warning(f"DeepFool did not change the label within {max_iter} steps ({norm_text}). Allow more steps.")
+    ui.export.offer("df", "deepfool", df_params, image=result.adversarial, label="Download PNG (original + perturbation)",
+                    extra={"model_label": model.label, "before": before, "after": after, "fooled": bool(result.fooled[0]),
+                           "l2_norm": float(result.norm[0]), "steps": int(result.iterations[0])})
     if not model.pretrained:
         st.caption("Random weights: the predictions are not meaningful, but the method works the same way.")
     c1, c2, c3 = st.columns(3)
@@ -214,7 +216,7 @@ def show_universal(step: universal.UniversalStep, live: bool) -> None:
     if not small:
         transfer_section(v, held_out, digest)
     stem = optimization.file_stem("universal", uap_params)
-    sidecar = {"parameters": uap_params, "model": model.label, "scale_of_png": scale,
+    sidecar = {"model": model.label, "scale_of_png": scale,
                "fooling_rate_per_pass": list(step.fooling_rate_per_pass), "held_out_fooling_rate": check.fooling_rate,
                "noise_fooling_rate": check.noise_fooling_rate}
     d1 = d2 = d3 = st.container(horizontal=True)  # full labels, wrapping when the row is narrow
@@ -222,7 +224,7 @@ def show_universal(step: universal.UniversalStep, live: bool) -> None:
                        mime="image/png", key="uap_png", icon=":material/download:")
     d2.download_button("Download v (safetensors)", safetensors_bytes({"v": v.contiguous()}, {"xi": xi_text, "norm": norm, "model": model.name}),
                        file_name=f"{stem}.safetensors", mime="application/octet-stream", key="uap_tensor", icon=":material/download:")
-    d3.download_button("Parameters (JSON)", json.dumps(sidecar, indent=2, default=str), file_name=f"{stem}.json",
+    d3.download_button("Parameters (JSON)", ui.export.sidecar(uap_params, sidecar), file_name=f"{stem}.json",
                        mime="application/json", key="uap_json", icon=":material/data_object:")
 
 

@@ -42,6 +42,7 @@ for col, (name, points) in enumerate(stages.items(), start=1):
     fig.update_yaxes(range=[-lim, lim], row=1, col=col)
 fig.update_layout(height=280, margin=dict(l=10, r=10, t=40, b=10))
 st.plotly_chart(fig, width="stretch")
+ui.export.offer("prep_cloud", "point_cloud", {"points": n, "seed": int(seed)}, figure=fig)
 covs = " · ".join(f"{name}: [[{c[0, 0]:.2f}, {c[0, 1]:.2f}], [{c[1, 0]:.2f}, {c[1, 1]:.2f}]]"
                   for name, c in ((k, covariance(v)) for k, v in stages.items()))
 st.caption(f"All panels share one scale; the red cross is the origin. Covariances: {covs}.")

@@ -8,7 +8,7 @@ import torch
 import ui
 from ui import optimization
 from ui import style as ui_style
-from cnnviz.display import pixels_to_array, png_bytes, tile
+from cnnviz.display import pixels_to_array, tile
 from cnnviz.sources import SourceError, fetch_source, source_available
 from cnnviz.style import NUM_STYLES, blend_weights, gatys_seconds, multistyle_network, stylize
 from cnnviz.style.gatys import GATYS_STEPS
@@ -66,8 +66,8 @@ for k, array in enumerate(thumbs):
         if st.button("Use", key=f"fast_use_{k}", type="primary" if k == chosen else "secondary", width="stretch"):
             st.session_state["fast_style"] = k
             st.rerun()
-st.download_button("Download the grid (PNG)", png_bytes(tile(thumbs, 7)), file_name=f"styles_{image_key}.png",
-                   mime="image/png", key="fast_grid_png", icon=":material/download:")
+ui.export.offer("fast_grid", "styles", {"styles": NUM_STYLES, "thumbnail_px": thumb, "image": image_name},
+                image=tile(thumbs, 7), extra={"network": label}, label="Download the grid (PNG)")
 
 
 def render(weights):

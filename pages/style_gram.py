@@ -49,3 +49,5 @@ fig.update_layout(
     margin=dict(l=10, r=10, t=60, b=10),
 )
 right.plotly_chart(fig, width="stretch", key="gram_heatmap")
+ui.export.offer("gram", "gram", {"style_image": name, "layer": layer, "size": size, "correlation": correlation},
+                figure=fig, extra={"model_label": vgg.label, "feature_shape": list(shape)})

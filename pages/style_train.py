@@ -144,6 +144,8 @@ def progress() -> None:
         st.download_button("Download the network (safetensors)", blob, file_name=f"style_{params['norm']}_{done}steps.safetensors",
                            mime="application/octet-stream", key="train_ckpt", icon=":material/download:")
         st.caption("Load it with `cnnviz.style.load_checkpoint(path)`; run it with `stylize_with(net, pixels)`.")
+        ui.export.offer("train_curve", "style_training", {**params, "steps_done": done},
+                        figure=curves(series, "loss", "Training loss"))
 
 
 progress()

@@ -86,6 +86,9 @@ def draw(snap, job) -> None:
     if snap.status != "running" and (iterations or epochs):
         for hint in curve_hints(iterations, epochs):
             st.markdown(f"- {hint}")
+        ui.export.offer("train_curves", "learning_curves", {"config": st.session_state.get("train_config"),
+                                                            "data": st.session_state.get("train_data_key")},
+                        figure=training_figure(snap.items), extra={"status": snap.status, "seconds": snap.seconds})
 
 
 tr.poll("training", draw)

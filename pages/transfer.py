@@ -71,7 +71,8 @@ def compare(stop):
 
 
 if st.button("Compare", type="primary", icon=":material/play_arrow:", key="transfer_start", disabled=running):
-    if tr.start_job("transfer learning", compare, dataset=dataset.name):
+    if tr.start_job("transfer learning", compare, dataset=dataset.name, base=base_name, mode=mode, epochs=epochs,
+                    size=size, scratch_epochs=scratch_epochs):
         st.rerun()
 
 
@@ -98,6 +99,8 @@ def draw(snap, job) -> None:
                       yaxis_range=[0, 1.02], margin=dict(l=10, r=10, t=30, b=10), legend=dict(orientation="h", y=-0.25),
                       title=f"{job.extra['dataset']}")
     st.plotly_chart(fig, width="stretch", key="transfer_fig")
+    if not job.running:
+        ui.export.offer("transfer", "transfer", dict(job.extra), figure=fig)
 
 
 tr.poll("transfer learning", draw)

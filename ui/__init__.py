@@ -36,6 +36,7 @@ from cnnviz.models import (
 from cnnviz.samples import DEFAULT_DIGIT, DEFAULT_PHOTO, load_sample, sample_names
 from ui import admission
 from ui.training import before_sidebar as _training_before_sidebar, session_models as _session_models
+from ui import export  # noqa: F401 (ui.export.offer: every page's PNG + JSON downloads)
 
 PRETRAINED, RANDOM, UPLOADED = "pretrained", "random", "uploaded"
 

@@ -8,9 +8,7 @@ latest step is kept in ``st.session_state`` as the loop runs and shown on the re
 
 from __future__ import annotations
 
-import hashlib
 import json
-import re
 from dataclasses import dataclass
 from typing import Callable, Iterator
 
@@ -22,6 +20,7 @@ from plotly.subplots import make_subplots
 from cnnviz.display import pixels_to_array, png_bytes, upscale
 from cnnviz.synthesis import OptimizationError, Step
 from ui import admission
+from ui.export import download_pair, file_stem  # noqa: F401 (file_stem: pages name their files with it)
 
 DISPLAY_PX = 256
 """Images smaller than this are shown upscaled (nearest neighbour) so their pixels are visible."""
@@ -228,27 +227,7 @@ def top5_chart(top: list[tuple[str, float]], title: str, key: str, height: int =
     st.plotly_chart(fig, width="stretch", key=key)
 
 
-def file_stem(prefix: str, params: dict) -> str:
-    """A short file name (no extension) that is the same for the same parameters, e.g.
-    ``classviz_small_cnn_1a2b3c4d``: the prefix, the model, and a digest of every parameter. The
-    parameters themselves go in the JSON sidecar of the same name."""
-    digest = hashlib.sha256(json.dumps(params, sort_keys=True, default=str).encode()).hexdigest()[:8]
-    model = re.sub(r"[^A-Za-z0-9_.-]+", "", str(params.get("model", "")))[:40]
-    return "_".join(part for part in (prefix, model, digest) if part)
-
-
 def downloads(key: str, prefix: str, params: dict, pixels, extra: dict) -> None:
-    """PNG download of ``pixels`` (native resolution) named by the parameters, and a JSON sidecar."""
+    """PNG download of ``pixels`` (native resolution) named by the parameters, and a JSON sidecar
+    (``ui.export.download_pair``)."""
     download_pair(key, prefix, params, png_bytes(pixels_to_array(pixels)), extra)
-
-
-def download_pair(key: str, prefix: str, params: dict, png: bytes, extra: dict | None = None, label: str = "Download PNG") -> None:
-    """A PNG download and, beside it, its JSON sidecar with the parameters; both named ``file_stem``."""
-    stem = file_stem(prefix, params)
-    row = st.container(horizontal=True)  # full labels, wrapping when the row is narrow
-    row.download_button(label, png, file_name=f"{stem}.png", mime="image/png", key=f"{key}_png", icon=":material/download:")
-    sidecar = json.dumps({"parameters": params, **(extra or {})}, indent=2, default=str)
-    row.download_button(
-        "Parameters (JSON)", sidecar, file_name=f"{stem}.json", mime="application/json", key=f"{key}_json",
-        icon=":material/data_object:",
-    )
