@@ -128,6 +128,19 @@ def texture_row(model: LoadedModel, style: Tensor, layers: Sequence[str] = STYLE
             yield label, step
 
 
+MIN_SIDE = 32
+"""Shortest side, in pixels, an image must keep at the chosen size: VGG-16 halves it four times."""
+
+
+def _wide_enough(pixels: Tensor, what: str, size: int) -> Tensor:
+    """``pixels`` (1, C, H, W), or a ValueError saying what to do when a side is under ``MIN_SIDE``."""
+    h, w = pixels.shape[-2:]
+    if min(h, w) < MIN_SIDE:
+        raise ValueError(f"At {size} px the {what} image is {w}×{h} pixels; VGG-16 needs at least {MIN_SIDE} pixels "
+                         "on each side. Pick a less elongated image (a panorama is too thin) or a larger size.")
+    return pixels
+
+
 def style_transfer(
     model: LoadedModel,
     content: Tensor,
@@ -169,11 +182,12 @@ def style_transfer(
         raise ValueError("The content and style weights are both 0: nothing to optimise.")
     if init not in INITS:
         raise ValueError(f"Start from one of {', '.join(INITS)}, not {init!r}.")
-    content = resize_longer(content, size)
+    content = _wide_enough(resize_longer(content, size), "content", size)
+    style = _wide_enough(resize_longer(style, size), "style", size)
     name = module_name(content_layer)
     target = target_features(model, model.preprocessing.normalize(content), [name])[name].float()
     objective = -(content_weight * feature_error(name, target, name="content loss"))
-    objective = objective - style_weight * style_loss(style_grams(model, resize_longer(style, size), style_layers))
+    objective = objective - style_weight * style_loss(style_grams(model, style, style_layers))
     objective = objective - tv_weight * total_variation(2.0)
     if init == "content":
         start = content

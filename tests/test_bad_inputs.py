@@ -1,0 +1,217 @@
+"""No traceback, ever: every page is fed bad inputs and must answer with a message, never an exception.
+
+Bad inputs: a corrupt, an empty and a truncated file, a 1×1 image, a 4000×300 panorama, grayscale,
+RGBA, palette and 16-bit images, weights for another network, an empty, a path-traversing and a
+zip-bomb dataset, and every slider, number input and select slider of a page at its minimum and
+then its maximum. The library's loaders get the raw bytes (their ``ImageError`` / ``ValueError`` is
+what the sidebar and the pages show); the pages get what the sidebar makes of an odd image, through
+AppTest (which cannot upload files; tests/test_browser_bad_inputs.py uploads them in a real browser).
+
+Time: the sweep runs every page on the small CNN (plus three pages on SqueezeNet) with four runs
+each; about 2-3 minutes on 2 busy cores. Heavy computations (training, optimisation loops, dataset
+passes) sit behind buttons, which the sweep never clicks.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import re
+import zipfile
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from streamlit.testing.v1 import AppTest
+
+from cnnviz.data import zip_dataset
+from cnnviz.images import MAX_SIDE, ImageError, load_image
+from cnnviz.models import load_model, load_state_dict
+from conftest import ROOT
+
+PAGE_FILES = re.findall(r'st\.Page\("(pages/[\w]+\.py)"', (ROOT / "app.py").read_text())
+BOUNDARY = "Something went wrong"  # ui.errors.guarded's message: a defect that reached the last resort
+
+
+def _png(image: Image.Image, fmt: str = "PNG") -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, fmt)
+    return buffer.getvalue()
+
+
+def _gradient(size: tuple[int, int]) -> Image.Image:
+    w, h = size
+    array = np.zeros((h, w, 3), np.uint8)
+    array[..., 0] = np.linspace(0, 255, w, dtype=np.uint8)[None, :]
+    array[..., 1] = np.linspace(0, 255, h, dtype=np.uint8)[:, None]
+    array[..., 2] = 128
+    return Image.fromarray(array)
+
+
+PHOTO = _png(_gradient((96, 64)))
+CORRUPT = {
+    "empty": b"",
+    "not an image": b"%PDF-1.4 this is a pdf, not a picture\n" * 20,
+    "truncated png": PHOTO[: len(PHOTO) // 2],
+    "png header then noise": PHOTO[:40] + bytes(range(256)) * 4,
+    "jpeg header only": b"\xff\xd8\xff\xe0\x00\x10JFIF\x00",
+}
+ODD = {  # name -> (bytes, the size load_image must return)
+    "1x1": (_png(Image.new("RGB", (1, 1), (200, 30, 30))), (1, 1)),
+    "panorama 4000x300": (_png(_gradient((4000, 300))), (MAX_SIDE, round(300 * MAX_SIDE / 4000))),
+    "grayscale": (_png(_gradient((80, 60)).convert("L")), (80, 60)),
+    "rgba": (_png(_gradient((80, 60)).convert("RGBA")), (80, 60)),
+    "palette": (_png(_gradient((80, 60)).convert("P")), (80, 60)),
+    "16-bit": (_png(Image.fromarray((np.arange(64 * 48, dtype=np.uint16).reshape(48, 64) * 20))), (64, 48)),
+    "gif": (_png(_gradient((40, 30)), "GIF"), (40, 30)),
+}
+
+
+@pytest.mark.parametrize("name", list(CORRUPT))
+def test_a_corrupt_image_becomes_a_message_that_says_what_to_do(name):
+    with pytest.raises(ImageError) as caught:
+        load_image(CORRUPT[name])
+    message = str(caught.value)
+    assert "Traceback" not in message and len(message) < 400
+    assert re.search(r"choose|please|export", message, re.I), message
+
+
+@pytest.mark.parametrize("name", list(ODD))
+def test_an_odd_but_valid_image_becomes_rgb_and_at_most_max_side(name):
+    data, size = ODD[name]
+    image = load_image(data)
+    assert image.mode == "RGB" and image.size == size
+
+
+def test_weights_for_another_network_are_refused_with_a_message():
+    buffer = io.BytesIO()
+    torch.save(load_model("squeezenet1_1", pretrained=False).module.state_dict(), buffer)
+    state = load_state_dict(buffer.getvalue())  # a valid weights file...
+    with pytest.raises(ValueError) as caught:  # ...of another architecture
+        load_model("small_cnn", state_dict=state)
+    assert "small_cnn" in str(caught.value) or "architecture" in str(caught.value).lower(), str(caught.value)
+
+
+def _zip(entries: dict[str, bytes]) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for name, data in entries.items():
+            archive.writestr(name, data)
+    return buffer.getvalue()
+
+
+def _bomb() -> bytes:
+    """A zip whose one entry declares 4 GB (its size fields patched): refused from its headers."""
+    data = bytearray(_zip({"a/x.png": PHOTO}))
+    for header, offset in ((b"PK\x03\x04", 22), (b"PK\x01\x02", 24)):  # local and central uncompressed size
+        at = data.index(header) + offset
+        data[at : at + 4] = (2**32 - 16).to_bytes(4, "little")
+    return bytes(data)
+
+
+@pytest.mark.parametrize("name, data, said", [
+    ("empty zip", _zip({}), r"no images|empty|no .*folder"),
+    ("no zip at all", b"PK\x03\x04 not really", r"not a readable zip"),
+    ("path traversal only", _zip({"../x.png": PHOTO, "/etc/y.png": PHOTO}), r"no images|empty|refused|unsafe"),
+    ("zip bomb", _bomb(), r"more than .* MB|refused"),
+])
+def test_a_hostile_or_empty_dataset_zip_is_refused_and_writes_nothing_outside(tmp_path, name, data, said):
+    target = tmp_path / "inside"
+    with pytest.raises(ValueError) as caught:
+        zip_dataset(data, target)
+    assert re.search(said, str(caught.value), re.I), str(caught.value)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["inside"]  # nothing escaped
+
+
+# --- every page, through AppTest ---------------------------------------------------------------
+
+
+def _inject(at: AppTest, image: Image.Image, name: str) -> None:
+    """What the sidebar does with an upload (ui._set_image), with the source left on "Upload"."""
+    digest = hashlib.sha256(image.tobytes() + repr(image.size).encode()).hexdigest()[:16]
+    for key, value in dict(image_source="Upload", image=image, image_name=name, image_key=digest,
+                           _gallery_auto=False).items():
+        at.session_state[key] = value
+
+
+def _problems(at: AppTest) -> list[str]:
+    shown = [f"exception: {e.value}" for e in at.exception]
+    shown += [f"error: {e.value}" for e in at.error if BOUNDARY in e.value or "Traceback" in e.value]
+    return shown
+
+
+def _extremes(at: AppTest, end: int) -> int:
+    """Set every slider, select slider and bounded number input of the page to its min (end=0) or max
+    (end=-1); returns how many were set."""
+    count = 0
+    for slider in at.slider:
+        slider.set_value(slider.min if end == 0 else slider.max)
+        count += 1
+    for slider in at.select_slider:
+        slider.set_value(slider.options[end])
+        count += 1
+    for box in at.number_input:
+        bound = box.min_value if end == 0 else box.max_value
+        if bound is not None:
+            box.set_value(bound)
+            count += 1
+    return count
+
+
+PANORAMA = load_image(ODD["panorama 4000x300"][0])
+TINY = load_image(ODD["1x1"][0])
+
+
+@pytest.mark.parametrize("model, page", [("small_cnn", p) for p in PAGE_FILES]
+                         + [("squeezenet1_1", p) for p in ("pages/home.py", "pages/saliency.py", "pages/activations.py")])
+def test_a_page_shows_no_exception_for_odd_images_and_extreme_settings(model, page):
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=300)
+    at.session_state["model_name"] = model
+    _inject(at, PANORAMA, "Upload: panorama.png")
+    at.run()
+    at.switch_page(page).run()
+    assert not _problems(at), ("panorama", _problems(at))
+    _inject(at, TINY, "Upload: 1x1.png")
+    at.run()
+    assert not _problems(at), ("1x1", _problems(at))
+    if model != "small_cnn":
+        return
+    for end, label in ((0, "min"), (-1, "max")):
+        _extremes(at, end)
+        at.run()
+        assert not _problems(at), (f"every setting at its {label}", _problems(at))
+
+
+# --- the boundary itself ----------------------------------------------------------------------
+
+
+def _boundary_script():
+    import streamlit as st
+
+    import ui
+    from ui.errors import guarded
+
+    calls = st.session_state.setdefault("calls", [])
+
+    def fails(progress):
+        calls.append("fails")
+        raise RuntimeError("half-way\nsecond line of detail")
+
+    def works(progress):
+        calls.append("works")
+        return 42
+
+    guarded(lambda: ui.cached(("bad-input-test",), fails, "computing"))  # message, nothing stored
+    st.write(f"value {ui.cached(('bad-input-test',), works, 'computing')}")
+    guarded(st.stop)  # st.stop passes through the boundary: nothing below runs
+    st.write("after stop")
+
+
+def test_the_boundary_turns_an_error_into_a_message_stores_no_half_result_and_lets_st_stop_through():
+    at = AppTest.from_function(_boundary_script, default_timeout=60).run()
+    assert not at.exception
+    assert len(at.error) == 1 and BOUNDARY in at.error[0].value and "half-way" in at.error[0].value
+    assert "second line" not in at.error[0].value and "other sessions are not affected" in at.error[0].value
+    assert at.session_state["calls"] == ["fails", "works"]  # the failed result was not cached
+    assert [m.value for m in at.markdown] == ["value 42"]  # and nothing after st.stop ran
