@@ -52,6 +52,7 @@ def _no_exception(page) -> None:
 
 @pytest.mark.parametrize("path, ready", [("", "Top prediction"), ("saliency", None), ("activations", None)])
 def test_bad_image_uploads_give_messages_never_a_traceback(app_url, page, path, ready):
+    page.set_default_timeout(90_000)  # a busy machine: reruns can take a while
     page.goto(f"{app_url}/{path}")
     wait_for_app(page, ready)
     source = page.locator("[data-testid='stSidebar'] [data-testid='stRadio']").filter(has_text="Camera")
@@ -83,6 +84,7 @@ def test_weights_for_another_network_say_so_and_the_model_is_kept(app_url, page)
 
     buffer = io.BytesIO()
     torch.save(load_model("squeezenet1_1", pretrained=False).module.state_dict(), buffer)
+    page.set_default_timeout(90_000)
     page.goto(app_url)
     wait_for_app(page, "Top prediction")
     weights = page.locator("[data-testid='stSidebar'] [data-testid='stRadio']").filter(has_text="Random weights")
