@@ -91,7 +91,9 @@ def test_weights_for_another_network_say_so_and_the_model_is_kept(app_url, page)
     weights.get_by_text("Upload a weights file").click()
     wait_for_app(page)
     _upload(page, "Weights file", "squeezenet.pt", buffer.getvalue(), "application/octet-stream")
+    # the sidebar's message may be below the fold: a toast says it where the student looks
+    page.locator("[data-testid='stToast']").filter(has_text="These weights cannot be used").wait_for()
+    screenshot(page, "bad_input_wrong_weights")
     wait_for_app(page, "These weights cannot be used")
     _no_exception(page)
     assert page.get_by_text(re.compile("^Top prediction")).first.is_visible()  # the last usable model is kept
-    screenshot(page, "bad_input_wrong_weights")
