@@ -7,9 +7,12 @@ then its maximum. The library's loaders get the raw bytes (their ``ImageError`` 
 what the sidebar and the pages show); the pages get what the sidebar makes of an odd image, through
 AppTest (which cannot upload files; tests/test_browser_bad_inputs.py uploads them in a real browser).
 
-Time: the sweep runs every page on the small CNN (plus three pages on SqueezeNet) with four runs
-each; about 2-3 minutes on 2 busy cores. Heavy computations (training, optimisation loops, dataset
-passes) sit behind buttons, which the sweep never clicks.
+Time: the sweep runs every page on the small CNN (plus three pages on SqueezeNet), four or five runs
+each; measured 7 min 42 s for the whole file with the load average at 25 on 2 cores (five engineers'
+tests at once), before the initialization page's maximum was left out (about 80 s of it). Most of the
+rest is the style pages' first views (VGG-16, once per process). Heavy computations (training,
+optimisation loops) sit behind buttons, which the sweep never clicks; ``HEAVY_AT_MAX`` lists the pages
+whose maximum settings compute at once for minutes, which get their minimum only.
 """
 
 from __future__ import annotations
@@ -197,6 +200,7 @@ TINY = load_image(ODD["1x1"][0])
 HEAVY_AT_MAX = {  # pages that compute at once from their settings, for minutes at the maximum: min only here
     "pages/embeddings.py": "a dataset pass and t-SNE of 5,000 images",
     "pages/patches.py": "a dataset pass over 5,000 images",
+    "pages/initialization.py": "12 layers of 4096 units, about 80 s of the sweep on a busy machine",
 }
 
 
