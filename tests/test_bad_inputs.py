@@ -8,9 +8,9 @@ what the sidebar and the pages show); the pages get what the sidebar makes of an
 AppTest (which cannot upload files; tests/test_browser_bad_inputs.py uploads them in a real browser).
 
 Time: the sweep runs every page on the small CNN (plus three pages on SqueezeNet), four or five runs
-each; measured 7 min 42 s for the whole file with the load average at 25 on 2 cores (five engineers'
-tests at once), before the initialization page's maximum was left out (about 80 s of it). Most of the
-rest is the style pages' first views (VGG-16, once per process). Heavy computations (training,
+each; the whole file (45 tests) took 3 min 3 s on 2 cores at a load average of about 10 (7 min 42 s at
+25, before the initialization page's maximum was left out). Half of it is the style pages' first views
+(VGG-16, computed once per process). Heavy computations (training,
 optimisation loops) sit behind buttons, which the sweep never clicks; ``HEAVY_AT_MAX`` lists the pages
 whose maximum settings compute at once for minutes, which get their minimum only.
 """
