@@ -5,6 +5,7 @@ import sys
 import streamlit as st
 
 import ui
+from ui.errors import guarded
 
 # torch lets go of the GIL inside every operation and must take it back after each one. While another
 # thread runs Python (WebRTC's packets, other sessions' scripts), that waits up to the switch interval:
@@ -55,5 +56,5 @@ PAGES = {
 }
 
 page = ui.navigation(PAGES)  # st.navigation, and Home lists PAGES; an unknown link says so
-ui.sidebar()
-page.run()
+if guarded(ui.sidebar, "sidebar"):  # an unexpected error: a message, never a traceback (ui/errors.py)
+    guarded(page.run)

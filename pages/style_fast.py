@@ -58,7 +58,7 @@ def grid(progress):
 
 
 st.subheader("All 26 styles")
-thumbs = ui.cached(("fast_grid", trained, image_key, thumb), grid, "Rendering the 26 styles")
+thumbs = ui.run_or_explain(ui.cached, ("fast_grid", trained, image_key, thumb), grid, "Rendering the 26 styles")
 columns = st.columns(7)
 for k, array in enumerate(thumbs):
     with columns[k % 7]:
@@ -81,8 +81,8 @@ gatys_steps = int(st.session_state.get("gatys_steps_adam", GATYS_STEPS))
 left, right = st.columns(2)
 with left:
     st.subheader(f"Style {chosen} at full size")
-    out, seconds = ui.cached(("fast_one", trained, image_key, size, chosen), lambda p: render(blend_weights(int(chosen))), f"Style {chosen}",
-                             heavy=False)  # one forward pass
+    out, seconds = ui.run_or_explain(ui.cached, ("fast_one", trained, image_key, size, chosen), lambda p: render(blend_weights(int(chosen))), f"Style {chosen}",
+                                     heavy=False)  # one forward pass
     st.image(pixels_to_array(out), caption=f"style {chosen} · {out.shape[3]} × {out.shape[2]} px · {seconds:.2f} s · {label}", width="stretch")
     st.metric("This network", f"{seconds:.2f} s", help="One forward pass, measured now.")
     st.metric(f"Gatys' method, {gatys_steps} Adam steps at {size} px", f"≈ {gatys_seconds(size, gatys_steps):.0f} s",
@@ -96,8 +96,8 @@ with right:
         st.info("Pick at least one style with a weight above 0.")
     else:
         key = tuple(sorted(weights.items()))
-        blended, seconds = ui.cached(("fast_blend", trained, image_key, size, key), lambda p: render(blend_weights(weights)), "Blending",
-                                     heavy=False)
+        blended, seconds = ui.run_or_explain(ui.cached, ("fast_blend", trained, image_key, size, key), lambda p: render(blend_weights(weights)), "Blending",
+                                             heavy=False)
         parts = " + ".join(f"{w / sum(weights.values()):.2f} × style {k}" for k, w in weights.items() if w > 0)
         st.image(pixels_to_array(blended), caption=f"{parts} · {seconds:.2f} s · {label}", width="stretch")
         optimization.downloads("fast_blend", "fast_blend", {"mix": parts, "size": size}, blended, {"network": label})

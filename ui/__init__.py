@@ -244,6 +244,9 @@ def _choose_model() -> tuple[LoadedModel | None, str]:
         st.sidebar.error(str(error))
     except ValueError as error:
         st.sidebar.error(f"These weights cannot be used: {error}")
+        if st.session_state.get("_refused_weights") != key:  # once per file: the sidebar's note may be below the fold
+            st.session_state["_refused_weights"] = key
+            st.toast(f"These weights cannot be used: {error}", icon=":material/error:")
     else:
         st.session_state["_last_usable"] = (model, key)
         return model, key

@@ -8,6 +8,7 @@ runner beside it; both are generators of ``Step``s like every other method. Imag
 from __future__ import annotations
 
 import math
+import re
 from typing import Iterator, Mapping, Sequence
 
 import torch
@@ -128,6 +129,23 @@ def texture_row(model: LoadedModel, style: Tensor, layers: Sequence[str] = STYLE
             yield label, step
 
 
+def _min_side(layers: Sequence[str]) -> int:
+    """Shortest side, in pixels, an image needs to reach the deepest of ``layers``: VGG-16 halves it
+    before each block, so "conv5_1" needs 16 (other names: 16 too)."""
+    blocks = [int(m.group(1)) for m in (re.fullmatch(r"conv(\d)_\d", layer) for layer in layers) if m]
+    return 2 ** (max(blocks) - 1) if blocks and len(blocks) == len(layers) else 16
+
+
+def _wide_enough(pixels: Tensor, what: str, size: int, minimum: int) -> Tensor:
+    """``pixels`` (1, C, H, W), or a ValueError saying what to do when a side is under ``minimum``."""
+    h, w = pixels.shape[-2:]
+    if min(h, w) < minimum:
+        raise ValueError(f"At {size} px the {what} image is {w}×{h} pixels; these VGG-16 layers need at least "
+                         f"{minimum} pixels on each side. Pick a less elongated image (a panorama is too thin) "
+                         "or a larger size.")
+    return pixels
+
+
 def style_transfer(
     model: LoadedModel,
     content: Tensor,
@@ -169,11 +187,13 @@ def style_transfer(
         raise ValueError("The content and style weights are both 0: nothing to optimise.")
     if init not in INITS:
         raise ValueError(f"Start from one of {', '.join(INITS)}, not {init!r}.")
-    content = resize_longer(content, size)
+    minimum = _min_side([content_layer, *style_layers])  # the result, content-sized, goes through the style layers too
+    content = _wide_enough(resize_longer(content, size), "content", size, minimum)
+    style = _wide_enough(resize_longer(style, size), "style", size, minimum)
     name = module_name(content_layer)
     target = target_features(model, model.preprocessing.normalize(content), [name])[name].float()
     objective = -(content_weight * feature_error(name, target, name="content loss"))
-    objective = objective - style_weight * style_loss(style_grams(model, resize_longer(style, size), style_layers))
+    objective = objective - style_weight * style_loss(style_grams(model, style, style_layers))
     objective = objective - tv_weight * total_variation(2.0)
     if init == "content":
         start = content

@@ -320,7 +320,9 @@ def stylize(pixels: Tensor, style_weights: Tensor, network: MultiStyleNet | None
         raise ValueError(f"Stylize takes RGB pixels (N, 3, H, W), not {tuple(pixels.shape)}.")
     h, w = pixels.shape[2:]
     if min(h, w) < MIN_SIDE or max(h, w) > MAX_SIDE:
-        raise ValueError(f"The image must have sides from {MIN_SIDE} to {MAX_SIDE} pixels, not {w}×{h}.")
+        raise ValueError(f"At this size the image is {w}×{h} pixels, but the style network needs both sides from "
+                         f"{MIN_SIDE} to {MAX_SIDE} pixels. Pick a less elongated image (a panorama is too thin), "
+                         "or a larger size.")
     net = network if network is not None else multistyle_network()
     weights = style_weight_matrix(style_weights, len(pixels), net.styles)
     with torch.inference_mode():
