@@ -51,6 +51,10 @@ Progress = Callable[[float, str], None]
 # --- feature maps ---------------------------------------------------------------------------------
 
 
+MAX_TSNE_ITER = 5000
+"""Most t-SNE iterations ``embed_2d`` runs (the Embeddings page offers up to 2000)."""
+
+
 def feature_maps(model: nn.Module, x: Tensor, layers: str | Sequence[str]) -> dict[str, Tensor]:
     """Outputs of named layers for one forward pass (detached copies, as each left its layer).
 
@@ -471,8 +475,8 @@ def embed_2d(
         raise ValueError(f"Unknown method {method!r}; use 'pca' or 'tsne'.")
     if not 1 <= perplexity < len(x):
         raise ValueError(f"Perplexity must be between 1 and the number of points ({len(x)}); got {perplexity}.")
-    if max_iter < 250:
-        raise ValueError("t-SNE needs at least 250 iterations.")
+    if not 250 <= max_iter <= MAX_TSNE_ITER:
+        raise ValueError(f"t-SNE takes 250 to {MAX_TSNE_ITER} iterations, not {max_iter}.")
     from sklearn.manifold import TSNE
 
     if x.shape[1] > pca_dims and len(x) > pca_dims:

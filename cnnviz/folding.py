@@ -230,3 +230,10 @@ def bf16_inference_copy(model: nn.Module, example: Tensor | None = None) -> nn.M
                 param.requires_grad_(False)
             _INFERENCE_COPIES[model] = fast
     return fast
+
+
+def existing_inference_copy(model: nn.Module) -> nn.Module | None:
+    """The fast copy ``bf16_inference_copy`` built for ``model``, or None (never builds one).
+    The copy lives as long as ``model`` does: evicting the model frees it too."""
+    with _INFERENCE_COPIES_LOCK:
+        return _INFERENCE_COPIES.get(model)

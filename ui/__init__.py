@@ -5,8 +5,6 @@ model, and the "What am I looking at?" expander. ``ui.datasets`` and ``ui.optimi
 from __future__ import annotations
 
 import hashlib
-import threading
-from collections import OrderedDict
 from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Callable
@@ -17,6 +15,7 @@ from torch import Tensor
 
 from cnnviz.images import ImageError, load_image
 from cnnviz import defaults, layers
+from cnnviz.memory import ModelCache, ResultCache
 from cnnviz.layers import LayerRow, layer_table
 from cnnviz.models import (
     MODEL_NAMES,
@@ -72,12 +71,23 @@ class Context:
     x: Tensor  # (1, C, H, W), preprocessed for ``model``
 
 
-@st.cache_resource(show_spinner="Loading the model…", max_entries=6)
+@st.cache_resource(show_spinner=False)
+def _models() -> ModelCache:
+    """The process-wide model cache: least recently used models beyond a parameter-byte budget are
+    dropped (``cnnviz.memory.MODEL_BUDGET_MB``); one a session still holds is handed out again."""
+    return ModelCache()
+
+
 def cached_model(name: str, weights: str, digest: str = "", _state_bytes: bytes | None = None, filename: str = "") -> LoadedModel:
     """One model per (name, weights, file digest) per process, shared read-only by every session."""
-    if weights == UPLOADED:
-        return load_model(name, state_dict=load_state_dict(_state_bytes), weights_label=f"uploaded weights ({filename})")
-    return load_model(name, pretrained=weights == PRETRAINED)
+    def load() -> LoadedModel:
+        with st.spinner("Loading the model…"):
+            if weights == UPLOADED:
+                return load_model(name, state_dict=load_state_dict(_state_bytes),
+                                  weights_label=f"uploaded weights ({filename})")
+            return load_model(name, pretrained=weights == PRETRAINED)
+
+    return _models().get((name, weights, digest), load)
 
 
 @st.cache_data(show_spinner=False, max_entries=16)
@@ -116,13 +126,11 @@ def strongest_channel(ctx: "Context", layer: str) -> int:
                   heavy=False)
 
 
-_MISSING = object()
-
-
 @st.cache_resource(show_spinner=False)
-def _results() -> tuple[OrderedDict, threading.Lock]:
-    """One process-wide LRU store of computed results (maps, features, maxima, embeddings)."""
-    return OrderedDict(), threading.Lock()
+def _results() -> ResultCache:
+    """One process-wide LRU store of computed results (maps, features, maxima, embeddings), bounded
+    by bytes (``cnnviz.memory.RESULT_BUDGET_MB``) and by count."""
+    return ResultCache()
 
 
 def cached(key: tuple, compute: Callable[[Callable[..., None]], object], label: str, max_entries: int = 48,
@@ -132,6 +140,7 @@ def cached(key: tuple, compute: Callable[[Callable[..., None]], object], label: 
     Unlike ``st.cache_data``, a cache hit shows no progress bar at all. Results are shared by every
     session, so ``key`` must hold everything the result depends on (``ctx.model_key``,
     ``ctx.image_key``, dataset key, layer, parameters), and callers must not modify what they get.
+    The store keeps at most ``max_entries`` results and ``cnnviz.memory.RESULT_BUDGET_MB`` of arrays.
 
     Args:
         compute: called with a progress callback ``progress(fraction, message="")``.
@@ -140,11 +149,10 @@ def cached(key: tuple, compute: Callable[[Callable[..., None]], object], label: 
             sessions' heavy jobs at each progress call; False for a pass or two (a gradient, a layer
             search), which runs at once.
     """
-    store, lock = _results()
-    with lock:
-        if key in store:
-            store.move_to_end(key)
-            return store[key]
+    store = _results()
+    found, result = store.lookup(key)
+    if found:
+        return result
     bar = st.progress(0.0, text=label)
     slot = admission.heavy(label, bar) if heavy else nullcontext(lambda: None)
     try:
@@ -154,16 +162,13 @@ def cached(key: tuple, compute: Callable[[Callable[..., None]], object], label: 
                 checkpoint()
                 bar.progress(min(max(float(fraction), 0.0), 1.0), text=f"{label}: {message}" if message else label)
 
-            with lock:  # another session may have computed it while this one waited for its slot
-                done = store.get(key, _MISSING)
+            found, result = store.lookup(key)  # another session may have computed it while this one waited
             bar.progress(0.0, text=label)
-            result = compute(progress) if done is _MISSING else done
+            if not found:
+                result = compute(progress)
     finally:
         bar.empty()
-    with lock:
-        store[key] = result
-        while len(store) > max_entries:
-            store.popitem(last=False)
+    store.put(key, result, max_entries)
     return result
 
 

@@ -9,6 +9,11 @@ from torch import Tensor, nn
 from ..hooks import input_gradient
 from .targets import Progress, Target, _check_input, logit_objective, target_indices
 
+MAX_SAMPLES = 500
+"""Most noisy copies SmoothGrad takes (the Saliency page offers up to 100)."""
+MAX_STEPS = 1000
+"""Most intervals integrated gradients takes (the Saliency page offers up to 200)."""
+
 def smoothgrad(
     model: nn.Module,
     x: Tensor,
@@ -32,8 +37,8 @@ def smoothgrad(
         (N, C, H, W) mean gradient.
     """
     _check_input(x)
-    if samples < 1:
-        raise ValueError("SmoothGrad needs at least one sample.")
+    if not 1 <= samples <= MAX_SAMPLES:
+        raise ValueError(f"SmoothGrad takes 1 to {MAX_SAMPLES} samples, not {samples}.")
     if noise < 0:
         raise ValueError("The SmoothGrad noise level cannot be negative.")
     n = x.shape[0]
@@ -78,8 +83,8 @@ def integrated_gradients(
         (N, C, H, W) attributions.
     """
     _check_input(x)
-    if steps < 1:
-        raise ValueError("Integrated gradients needs at least one step.")
+    if not 1 <= steps <= MAX_STEPS:
+        raise ValueError(f"Integrated gradients takes 1 to {MAX_STEPS} steps, not {steps}.")
     n = x.shape[0]
     targets = target_indices(target, n)
     base = torch.zeros_like(x) if baseline is None else torch.as_tensor(baseline, dtype=x.dtype, device=x.device).expand_as(x)

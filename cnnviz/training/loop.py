@@ -33,6 +33,12 @@ SCHEDULES = ("constant", "step", "cosine")
 REGULARIZATIONS = ("none", "l2", "l1", "elastic")
 
 
+MAX_EPOCHS = 1000
+"""Most epochs one training run takes (the Train page offers up to 30, Transfer up to 60; the learning-rate finder may take more)."""
+MAX_BATCH_SIZE = 1024
+"""Largest mini-batch one training step takes."""
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """Everything one training run depends on.
@@ -87,6 +93,9 @@ class TrainConfig:
             raise ValueError("The learning rate must be a positive number.")
         if self.batch_size < 1 or self.epochs < 1:
             raise ValueError("Batch size and epochs must be at least 1.")
+        if self.epochs > MAX_EPOCHS or self.batch_size > MAX_BATCH_SIZE:
+            raise ValueError(f"Train for at most {MAX_EPOCHS} epochs with batches of at most {MAX_BATCH_SIZE} images "
+                             f"(asked: {self.epochs} epochs, batches of {self.batch_size}).")
         if self.weight_decay < 0:
             raise ValueError("The regularization strength cannot be negative.")
 
