@@ -4,6 +4,8 @@ import sys
 
 import streamlit as st
 
+from cnnviz.memory import tune_allocator
+
 import ui
 from ui.errors import guarded
 
@@ -16,6 +18,7 @@ if sys.getswitchinterval() != SWITCH_INTERVAL_S:
     sys.setswitchinterval(SWITCH_INTERVAL_S)
 
 ui.admission.gate()  # sizes the heavy-job gate to the cores and sets torch's threads, once per process
+tune_allocator()  # glibc hands freed tensor memory back (cnnviz.memory); the same values every run
 
 st.set_page_config(page_title="cnnviz", page_icon=":material/visibility:", layout="wide")
 

@@ -94,6 +94,36 @@ def model_bytes(model: object) -> int:
 _LIBC = None
 
 
+ARENAS = 2
+"""glibc malloc arenas for the server (its default is 8 per core): with one arena per busy thread, each
+session's thread kept its own freed pages."""
+TRIM_THRESHOLD_BYTES = 64 * 1024 * 1024
+"""Free memory above the heap's top beyond this goes back to the OS at once. Setting it also fixes
+glibc's mmap threshold, which otherwise grows after each large free until big tensors come from the
+heap, where they stay."""
+_M_TRIM_THRESHOLD, _M_ARENA_MAX = -1, -8  # mallopt's parameter numbers (malloc.h)
+_TUNED: bool | None = None
+
+
+def tune_allocator() -> bool:
+    """Make glibc's malloc give freed tensor memory back (``ARENAS``, ``TRIM_THRESHOLD_BYTES``): what
+    ``MALLOC_ARENA_MAX=2 MALLOC_TRIM_THRESHOLD_=67108864`` would do, from inside the process. Call it
+    once at start-up; later calls set the same values.
+
+    Returns:
+        Whether the allocator took the settings (False off glibc).
+    """
+    global _LIBC, _TUNED
+    if _TUNED is None:
+        try:
+            if _LIBC is None:
+                _LIBC = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+            _TUNED = bool(_LIBC.mallopt(_M_ARENA_MAX, ARENAS)) and bool(_LIBC.mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD_BYTES))
+        except (OSError, AttributeError):  # not glibc
+            _TUNED = False
+    return _TUNED
+
+
 def release_memory() -> None:
     """Collect garbage and hand freed heap pages back to the OS (glibc's ``malloc_trim``; nothing
     more elsewhere). torch's CPU allocator frees through malloc, which keeps freed pages otherwise."""
