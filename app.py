@@ -5,6 +5,7 @@ import sys
 import streamlit as st
 
 import ui
+from ui import links
 
 # torch lets go of the GIL inside every operation and must take it back after each one. While another
 # thread runs Python (WebRTC's packets, other sessions' scripts), that waits up to the switch interval:
@@ -14,7 +15,9 @@ SWITCH_INTERVAL_S = 0.0002
 if sys.getswitchinterval() != SWITCH_INTERVAL_S:
     sys.setswitchinterval(SWITCH_INTERVAL_S)
 
-st.set_page_config(page_title="cnnviz", page_icon=":material/visibility:", layout="wide")
+links.before_run()  # a link's values into session state (first run), before any widget
+st.set_page_config(page_title="cnnviz", page_icon=":material/visibility:", layout="wide",
+                   initial_sidebar_state=links.sidebar_state())
 
 PAGES = {
     "": [st.Page("pages/home.py", title="Home", icon=":material/home:", default=True)],
@@ -54,4 +57,8 @@ PAGES = {
 
 page = ui.navigation(PAGES)  # st.navigation, and Home lists PAGES; an unknown link says so
 ui.sidebar()
-page.run()
+link_slot = links.sidebar_panel()  # presenter mode, and the link to this view once the page ran
+try:
+    page.run()
+finally:
+    links.after_run(link_slot)  # the view's values into the URL and the link
