@@ -33,6 +33,8 @@ from cnnviz.models import (
     pretrained_choice_label,
 )
 from cnnviz.samples import DEFAULT_DIGIT, DEFAULT_PHOTO, load_sample, sample_names
+from ui import links
+from ui.links import colormap  # presenter mode's high-contrast colour maps
 from ui.training import before_sidebar as _training_before_sidebar, session_models as _session_models
 
 PRETRAINED, RANDOM, UPLOADED = "pretrained", "random", "uploaded"
@@ -134,6 +136,7 @@ def cached(key: tuple, compute: Callable[[Callable[..., None]], object], label: 
         if key in store:
             store.move_to_end(key)
             return store[key]
+    links.before_compute()  # a link being opened: apply its values before computing with the defaults
     bar = st.progress(0.0, text=label)
 
     def progress(fraction: float, message: str = "") -> None:

@@ -268,6 +268,22 @@ def _match_pending(state: LinkState, widgets: dict[str, Any]) -> None:
         state.from_url.add(key)
 
 
+def before_compute() -> None:
+    """Call before a heavy computation (``ui.cached`` on a miss): while a link's values wait for
+    widgets this run has drawn, apply them now instead of computing with the defaults first."""
+    from streamlit.runtime.scriptrunner import get_script_run_ctx
+
+    if get_script_run_ctx() is None:  # a worker thread, not a script run
+        return
+    state = st.session_state.get(_STATE)
+    if state is None or not state.pending or state.rounds >= MAX_ROUNDS:
+        return
+    _match_pending(state, _widgets())
+    if state.to_apply:
+        state.rounds += 1
+        st.rerun()
+
+
 def _check_applied(state: LinkState) -> None:
     """Values a widget did not take (an option it lacks): say so."""
     session = st.session_state
@@ -342,6 +358,8 @@ def after_run(slot: Any) -> None:
     """Call after the page ran (also when it stopped): finish applying a link, write the view's values
     to ``st.query_params`` and fill the sidebar's link panel ``slot`` (an ``st.sidebar.empty()``)."""
     state = _state()
+    if state.to_apply:  # ``before_compute`` cut this run short to apply them
+        st.rerun()
     widgets = _widgets()
     _check_applied(state)
     if state.pending and state.rounds < MAX_ROUNDS:
