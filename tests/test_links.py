@@ -14,11 +14,22 @@ from streamlit.testing.v1 import AppTest
 from cnnviz.models import MODEL_NAMES
 from cnnviz.samples import sample_names
 from conftest import ROOT
-from ui import links
+
+
+def _links():
+    """ui.links, imported only once an AppTest has run: importing ``ui`` in the test process before the
+    first AppTest run hangs that run (seen with Streamlit 1.67), so the AppTest tests come first."""
+    from ui import links
+
+    return links
 
 GUIDE = ROOT / "docs" / "lecture-guide.md"
 WIDGETS = {"slider", "select_slider", "selectbox", "multiselect", "radio", "toggle", "checkbox", "number_input",
            "text_input", "text_area", "segmented_control", "pills", "color_picker", "date_input", "time_input"}
+
+
+def guide_urls() -> list[str]:
+    return re.findall(r"\(http://localhost:8501/([^)\s]+)\)", GUIDE.read_text())
 
 
 def open_link(page: str, **params) -> AppTest:
@@ -32,44 +43,6 @@ def link_params(at: AppTest) -> dict[str, list[str]]:
     """The query parameters of the link the sidebar's panel shows."""
     (url,) = [c.value for c in at.code if "model=" in c.value]
     return parse_qs(urlsplit(url).query, keep_blank_values=True)
-
-
-@pytest.mark.parametrize("current, value", [
-    (True, False), (False, True), (3, -7), (0.15, 0.3), (0.5, 1e-05), ("a", "ReLU & co"), ("x", ""),
-    (["a"], ["vanilla gradient", "Grad-CAM"]), (["a"], []), ((1, 2), (3, 40)), ((0.1, 0.2), (-1.5, 2.25)), ([3], [1, 2]),
-])
-def test_a_value_survives_the_url(current, value):
-    assert links.parse_value(links.format_value(value), current) == value
-
-
-@pytest.mark.parametrize("raw, current", [
-    (["yes please"], True), (["3.5"], 3), (["nan"], 0.5), (["inf"], 0.5), (["x"], 0.5), (["1", "2"], 3),
-    (["1"], (1, 2)), (["a"], [1]), (["1"], {"a": 1}),
-])
-def test_a_value_of_the_wrong_type_is_refused(raw, current):
-    with pytest.raises(ValueError):
-        links.parse_value(raw, current)
-
-
-def test_every_gallery_image_has_its_own_short_name():
-    slugs = [links.image_slug(name) for name in sample_names()]
-    assert len(set(slugs)) == len(slugs) and all(re.fullmatch(r"[a-z0-9-]+", s) for s in slugs)
-    assert links.image_slug("cat (scikit-image)") == "cat"
-    assert all(links.image_from_slug(s) == n and links.image_from_slug(n) == n for s, n in zip(slugs, sample_names()))
-    assert links.image_from_slug("dog") is None
-
-
-def _widget_calls(path):
-    for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr in WIDGETS:
-            yield node
-
-
-def test_every_widget_of_every_page_has_a_key_so_it_can_travel():
-    files = sorted((ROOT / "pages").glob("*.py")) + sorted((ROOT / "ui").glob("*.py"))
-    calls = [(f.name, c.lineno) for f in files for c in _widget_calls(f)]
-    missing = [(f.name, c.lineno) for f in files for c in _widget_calls(f) if not any(k.arg == "key" for k in c.keywords)]
-    assert len(calls) > 100 and not missing
 
 
 def test_a_link_restores_the_saliency_view_and_the_view_gives_the_same_link():
@@ -121,8 +94,54 @@ def test_a_link_to_weights_this_machine_lacks_says_what_to_fetch(tmp_path, monke
     assert any("not on this machine" in w.value and "python -m cnnviz fetch" in w.value for w in at.warning)
 
 
-def guide_urls() -> list[str]:
-    return re.findall(r"\(http://localhost:8501/([^)\s]+)\)", GUIDE.read_text())
+@pytest.mark.parametrize("url", [u for u in guide_urls() if u.split("?")[0] in ("initialization", "preprocessing",
+                                                                                  "activation_functions", "filters")])
+def test_light_prepared_urls_of_the_guide_apply_without_a_dropped_value(url):
+    page, query = url.split("?")
+    params = {k: v if len(v) > 1 else v[0] for k, v in parse_qs(query).items()}
+    at = open_link(page, **params)
+    assert not at.exception and not at.error and not at.toast
+    shown = link_params(at)
+    assert all(shown.get(k) == (v if isinstance(v, list) else [v]) for k, v in params.items()), (params, shown)
+
+
+
+@pytest.mark.parametrize("current, value", [
+    (True, False), (False, True), (3, -7), (0.15, 0.3), (0.5, 1e-05), ("a", "ReLU & co"), ("x", ""),
+    (["a"], ["vanilla gradient", "Grad-CAM"]), (["a"], []), ((1, 2), (3, 40)), ((0.1, 0.2), (-1.5, 2.25)), ([3], [1, 2]),
+])
+def test_a_value_survives_the_url(current, value):
+    assert _links().parse_value(_links().format_value(value), current) == value
+
+
+@pytest.mark.parametrize("raw, current", [
+    (["yes please"], True), (["3.5"], 3), (["nan"], 0.5), (["inf"], 0.5), (["x"], 0.5), (["1", "2"], 3),
+    (["1"], (1, 2)), (["a"], [1]), (["1"], {"a": 1}),
+])
+def test_a_value_of_the_wrong_type_is_refused(raw, current):
+    with pytest.raises(ValueError):
+        _links().parse_value(raw, current)
+
+
+def test_every_gallery_image_has_its_own_short_name():
+    slugs = [_links().image_slug(name) for name in sample_names()]
+    assert len(set(slugs)) == len(slugs) and all(re.fullmatch(r"[a-z0-9-]+", s) for s in slugs)
+    assert _links().image_slug("cat (scikit-image)") == "cat"
+    assert all(_links().image_from_slug(s) == n and _links().image_from_slug(n) == n for s, n in zip(slugs, sample_names()))
+    assert _links().image_from_slug("dog") is None
+
+
+def _widget_calls(path):
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr in WIDGETS:
+            yield node
+
+
+def test_every_widget_of_every_page_has_a_key_so_it_can_travel():
+    files = sorted((ROOT / "pages").glob("*.py")) + sorted((ROOT / "ui").glob("*.py"))
+    calls = [(f.name, c.lineno) for f in files for c in _widget_calls(f)]
+    missing = [(f.name, c.lineno) for f in files for c in _widget_calls(f) if not any(k.arg == "key" for k in c.keywords)]
+    assert len(calls) > 100 and not missing
 
 
 def _key_patterns(page: str) -> list[re.Pattern]:
@@ -145,21 +164,10 @@ def test_every_prepared_url_of_the_lecture_guide_names_a_page_and_its_widgets():
             if name == "model":
                 assert values[0] in MODEL_NAMES, url
             elif name == "weights":
-                assert values[0] in links.TRAVELLING_WEIGHTS, url
+                assert values[0] in _links().TRAVELLING_WEIGHTS, url
             elif name == "image":
-                assert links.image_from_slug(values[0]), url
+                assert _links().image_from_slug(values[0]), url
             elif name == "presenter":
-                assert links.parse_value(values, False) is True, url
+                assert _links().parse_value(values, False) is True, url
             else:
                 assert any(p.match(name) for p in patterns), f"{url}: no widget {name}"
-
-
-@pytest.mark.parametrize("url", [u for u in guide_urls() if u.split("?")[0] in ("initialization", "preprocessing",
-                                                                                  "activation_functions", "filters")])
-def test_light_prepared_urls_of_the_guide_apply_without_a_dropped_value(url):
-    page, query = url.split("?")
-    params = {k: v if len(v) > 1 else v[0] for k, v in parse_qs(query).items()}
-    at = open_link(page, **params)
-    assert not at.exception and not at.error and not at.toast
-    shown = link_params(at)
-    assert all(shown.get(k) == (v if isinstance(v, list) else [v]) for k, v in params.items()), (params, shown)

@@ -29,7 +29,7 @@ from urllib.parse import urlencode
 
 import streamlit as st
 
-from cnnviz.models import MODEL_NAMES, missing_weights_hint, pretrained_available
+from cnnviz.models import MODEL_NAMES, default_model, missing_weights_hint, pretrained_available
 from cnnviz.samples import sample_names
 
 PRESENTER = "presenter"
@@ -211,7 +211,7 @@ def _apply_sidebar(state: LinkState) -> None:
                                "in another session cannot travel in a link).")
     if WEIGHTS in state.pending:
         wanted = state.pending.pop(WEIGHTS)[-1]
-        model = name or st.session_state.get("model_name")
+        model = name or default_model()  # the sidebar opens on it
         if wanted == "pretrained" and model and not pretrained_available(model):
             state.notes.append(f"This link shows {model} with its trained weights, which are not on this machine, so "
                                f"it opens with random weights. {missing_weights_hint(model)}")
