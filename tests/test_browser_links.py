@@ -46,7 +46,7 @@ def test_prepared_urls_restore_their_views(browser):
     try:
         with serve_app("streamlit_links") as url:
             page.goto(url)  # home first: st.navigation must have run once (see test_browser_inside)
-            wait_for_app(page)
+            wait_for_app(page, timeout=TIMEOUT)
 
             page.goto(f"{url}/{SALIENCY}")
             wait_for_app(page, "digit 3", timeout=TIMEOUT)
