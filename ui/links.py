@@ -372,7 +372,7 @@ def after_run(slot: Any) -> None:
         state.pending = {}
     if state.dropped:
         st.toast("This link holds values this view cannot use here, so they were left out: "
-                 + ", ".join(state.dropped[:6]) + ("…" if len(state.dropped) > 6 else ""), icon=":material/link_off:")
+                 + ", ".join(state.dropped[:12]) + ("…" if len(state.dropped) > 12 else ""), icon=":material/link_off:")
         state.dropped = []
     params = current_params(widgets)
     shown = {k: st.query_params.get_all(k) for k in st.query_params if k not in RESERVED}
