@@ -82,7 +82,7 @@ def test_prepared_urls_restore_their_views(browser):
 
             page.goto(f"{url}/{PRESENTER}")
             wait_quiet(page, "What am I looking at?")
-            assert page.locator("[data-testid='stSidebar']").get_attribute("aria-expanded") == "false"
+            assert page.locator("[data-testid='stSidebar']").get_attribute("data-collapsed") == "true"
             font = page.evaluate("getComputedStyle(document.documentElement).fontSize")
             assert font == "21px", font  # presenter mode's CSS
             functions = page.locator("[data-testid='stMultiSelect']").filter(has_text="Functions")

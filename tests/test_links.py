@@ -77,16 +77,6 @@ def test_bad_values_in_a_link_are_left_out_with_a_toast_never_an_exception(monke
     assert any("no_such_net" in w.value and "cannot travel" in w.value for w in at.warning)
 
 
-def test_uploaded_weights_say_they_cannot_travel():
-    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=400)
-    at.session_state["model_name"] = "small_cnn"
-    at.session_state["weights_small_cnn"] = "uploaded"
-    at.switch_page("pages/filters.py").run()
-    assert not at.exception
-    assert any("Uploaded weights cannot travel" in w.value for w in at.warning)
-    assert "weights" not in link_params(at)  # the link names no weights it cannot give
-
-
 def test_a_link_to_weights_this_machine_lacks_says_what_to_fetch(tmp_path, monkeypatch):
     monkeypatch.setenv("CNNVIZ_CACHE", str(tmp_path))  # nothing fetched
     at = open_link("home", model="squeezenet1_1", weights="pretrained", image="cat")
@@ -172,3 +162,20 @@ def test_every_prepared_url_of_the_lecture_guide_names_a_page_and_its_widgets():
                 assert _links().parse_value(values, False) is True, url
             else:
                 assert any(p.match(name) for p in patterns), f"{url}: no widget {name}"
+
+
+@pytest.mark.parametrize("state, says", [
+    ({"model_name": "small_cnn", "weights_small_cnn": "uploaded", "image_source": "Gallery"}, ["Uploaded weights"]),
+    ({"model_name": "my net (trained)", "image_source": "Upload"}, ["was trained in this session", "“Upload”"]),
+    ({"model_name": "small_cnn", "weights_small_cnn": "random", "image_source": "Camera"}, ["“Camera”"]),
+    ({"model_name": "small_cnn", "weights_small_cnn": "pretrained", "image_source": "Gallery"}, []),
+])
+def test_what_a_link_cannot_carry_is_said(monkeypatch, state, says):
+    links = _links()
+    monkeypatch.setattr(links.st, "session_state", {**state, "gallery_choice": "digit 3"})
+    notes = links.what_cannot_travel()
+    assert len(notes) == len(says) and all(s in n for s, n in zip(says, notes)), notes
+    monkeypatch.setattr(links.st, "context", type("Ctx", (), {"url": "http://x/filters"})())
+    params = links.current_params(widgets={})
+    assert ("weights" in params) == (state.get("weights_small_cnn") in ("pretrained", "random"))
+    assert ("image" in params) == (state["image_source"] == "Gallery")
