@@ -7,6 +7,7 @@ import streamlit as st
 from cnnviz.memory import tune_allocator
 
 import ui
+from ui import links
 from ui.errors import guarded
 
 # torch lets go of the GIL inside every operation and must take it back after each one. While another
@@ -20,7 +21,9 @@ if sys.getswitchinterval() != SWITCH_INTERVAL_S:
 ui.admission.gate()  # sizes the heavy-job gate to the cores and sets torch's threads, once per process
 tune_allocator()  # glibc hands freed tensor memory back (cnnviz.memory); the same values every run
 
-st.set_page_config(page_title="cnnviz", page_icon=":material/visibility:", layout="wide")
+links.before_run()  # a link's values into session state (first run), before any widget
+st.set_page_config(page_title="cnnviz", page_icon=":material/visibility:", layout="wide",
+                   initial_sidebar_state=links.sidebar_state())
 
 PAGES = {
     "": [st.Page("pages/home.py", title="Home", icon=":material/home:", default=True)],
@@ -60,4 +63,8 @@ PAGES = {
 
 page = ui.navigation(PAGES)  # st.navigation, and Home lists PAGES; an unknown link says so
 if guarded(ui.sidebar, "sidebar"):  # an unexpected error: a message, never a traceback (ui/errors.py)
-    guarded(page.run)
+    link_slot = links.sidebar_panel()  # presenter mode, and the link to this view once the page ran
+    try:
+        guarded(page.run)
+    finally:
+        links.after_run(link_slot)  # the view's values into the URL and the link

@@ -144,17 +144,18 @@ def channel_max_abs(attribution: Tensor) -> Tensor:
 
 
 def heat_overlay(image: Image.Image, heat: ArrayLike, alpha: float = 0.55, signed: bool = False,
-                 percentile: float = 99.0) -> Image.Image:
+                 percentile: float = 99.0, name: str | None = None) -> Image.Image:
     """Normalise a map (h, w) and blend it over ``image``.
 
     A signed map (occlusion: positive helps the class, negative hurts) is scaled symmetrically
     around 0 and drawn with a diverging scale (RdBu reversed: red helps); otherwise it goes from
-    its minimum to its ``percentile`` (clipping a few extreme pixels) on Inferno.
+    its minimum to its ``percentile`` (clipping a few extreme pixels) on Inferno. ``name``: another
+    plotly colour scale (presenter mode's high-contrast one).
     """
     if signed:
         scaled = (normalize(heat, percentile, symmetric=True) + 1) / 2
-        return overlay(image, scaled, alpha, "RdBu_r")
-    return overlay(image, normalize(heat, percentile), alpha, "Inferno")
+        return overlay(image, scaled, alpha, name or "RdBu_r")
+    return overlay(image, normalize(heat, percentile), alpha, name or "Inferno")
 
 
 def pixels_to_array(pixels: ArrayLike) -> np.ndarray:

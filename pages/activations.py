@@ -82,8 +82,8 @@ view = model.preprocessing.view(ctx.image).convert("RGB")
 heat = display.normalize(act[channel])
 size = 320
 left, right = st.columns(2)
-left.image(display.upscale(display.colormap(heat, "Viridis"), size), width="stretch",
+left.image(display.upscale(display.colormap(heat, ui.colormap("Viridis")), size), width="stretch",
            caption=f"channel {channel}: max {stats['max'][channel]:.3g}, {stats['zero_fraction'][channel]:.0%} zeros"
            + (" · dead over the dataset" if channel in set(dead.tolist()) else ""))
-right.image(display.overlay(view.resize((size, size), 0), heat, alpha=alpha, name="Viridis"), width="stretch",
+right.image(display.overlay(view.resize((size, size), 0), heat, alpha=alpha, name=ui.colormap("Viridis")), width="stretch",
             caption="over the image as the model sees it")

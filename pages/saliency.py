@@ -56,9 +56,9 @@ def colour_bar(heat: np.ndarray, signed: bool) -> go.Figure:
     """A short horizontal colour bar of the map's values, as wide as its column."""
     if signed:
         top = float(np.percentile(np.abs(heat), 99.0)) or 1.0
-        low, high, scale = -top, top, "RdBu_r"
+        low, high, scale = -top, top, ui.colormap("RdBu_r")
     else:
-        low, high, scale = float(heat.min()), float(np.percentile(heat, 99.0)), "Inferno"
+        low, high, scale = float(heat.min()), float(np.percentile(heat, 99.0)), ui.colormap("Inferno")
         high = high if high > low else low + 1.0
     fig = go.Figure(go.Scatter(
         x=[None], y=[None], mode="markers", hoverinfo="skip", showlegend=False,
@@ -76,7 +76,7 @@ def colour_bar(heat: np.ndarray, signed: bool) -> go.Figure:
 def show_overlay(image: Image.Image, heat: np.ndarray, signed: bool, title: str, key: str) -> Image.Image:
     """The map blended over the image, as wide as its column (an image, not a plot, so a narrow column
     does not squeeze it beside its colour bar), with the colour bar under it. Returns the blend."""
-    blended = display.heat_overlay(image, heat, signed=signed)
+    blended = display.heat_overlay(image, heat, signed=signed, name=ui.colormap("RdBu_r" if signed else "Inferno"))
     st.markdown(f"**{title}**")
     st.image(display.upscale(np.asarray(blended), 256), width="stretch")
     st.plotly_chart(colour_bar(heat, signed), width="stretch", key=key, config={"displayModeBar": False})

@@ -33,7 +33,8 @@ from cnnviz.models import (
     pretrained_choice_label,
 )
 from cnnviz.samples import DEFAULT_DIGIT, DEFAULT_PHOTO, load_sample, sample_names
-from ui import admission
+from ui import admission, links
+from ui.links import colormap  # presenter mode's high-contrast colour maps
 from ui.training import before_sidebar as _training_before_sidebar, session_models as _session_models
 from ui import export  # noqa: F401 (ui.export.offer: every page's PNG + JSON downloads)
 
@@ -153,6 +154,7 @@ def cached(key: tuple, compute: Callable[[Callable[..., None]], object], label: 
     found, result = store.lookup(key)
     if found:
         return result
+    links.before_compute()  # a link being opened: apply its values before computing with the defaults
     bar = st.progress(0.0, text=label)
     slot = admission.heavy(label, bar) if heavy else nullcontext(lambda: None)
     try:
