@@ -332,6 +332,7 @@ def sidebar() -> None:
 def context() -> Context:
     """The current model and image; stops the page with a message when no model is usable."""
     if "context" not in st.session_state:  # this page ran without app.py (see _use_navigation_only)
+        _use_navigation_only()  # again: Streamlit's AppTest resets the flag before every run
         st.rerun()
     ctx = st.session_state["context"]
     if ctx is None:
