@@ -26,12 +26,12 @@ import torch
 from PIL import Image
 from torch import nn
 
-MODEL_BUDGET_MB = int(os.environ.get("CNNVIZ_MODEL_CACHE_MB", "1024"))
+MODEL_BUDGET_MB = int(os.environ.get("CNNVIZ_MODEL_CACHE_MB", "512"))
 """Parameter and buffer bytes (float32 models plus their fast copies) the model cache keeps, in MiB
 (``$CNNVIZ_MODEL_CACHE_MB``); the model loaded last is always kept, whatever its size."""
 MODEL_MAX_ENTRIES = 6
 """At most this many models are cached, whatever their size."""
-RESULT_BUDGET_MB = int(os.environ.get("CNNVIZ_RESULT_CACHE_MB", "256"))
+RESULT_BUDGET_MB = int(os.environ.get("CNNVIZ_RESULT_CACHE_MB", "128"))
 """Bytes of arrays, tensors and images the shared result store keeps, in MiB (``$CNNVIZ_RESULT_CACHE_MB``)."""
 RESULT_MAX_ENTRIES = 48
 """At most this many results are kept, whatever their size."""
