@@ -33,6 +33,7 @@ from cnnviz.models import (
     pretrained_choice_label,
 )
 from cnnviz.samples import DEFAULT_DIGIT, DEFAULT_PHOTO, load_sample, sample_names
+from ui.device import app_device, show_device
 from ui.training import before_sidebar as _training_before_sidebar, session_models as _session_models
 
 PRETRAINED, RANDOM, UPLOADED = "pretrained", "random", "uploaded"
@@ -71,10 +72,13 @@ class Context:
 
 @st.cache_resource(show_spinner="Loading the model…", max_entries=6)
 def cached_model(name: str, weights: str, digest: str = "", _state_bytes: bytes | None = None, filename: str = "") -> LoadedModel:
-    """One model per (name, weights, file digest) per process, shared read-only by every session."""
+    """One model per (name, weights, file digest) per process, shared read-only by every session,
+    on the process's device (``ui.device.app_device``)."""
+    device = app_device()[0]
     if weights == UPLOADED:
-        return load_model(name, state_dict=load_state_dict(_state_bytes), weights_label=f"uploaded weights ({filename})")
-    return load_model(name, pretrained=weights == PRETRAINED)
+        return load_model(name, state_dict=load_state_dict(_state_bytes), weights_label=f"uploaded weights ({filename})",
+                          device=device)
+    return load_model(name, pretrained=weights == PRETRAINED, device=device)
 
 
 @st.cache_data(show_spinner=False, max_entries=16)
@@ -296,6 +300,7 @@ def sidebar() -> None:
         st.session_state["context"] = None
         return
     st.sidebar.caption(f"Using **{model.label}**")
+    show_device()
     st.session_state["context"] = Context(
         model, key, image, image_name, st.session_state["image_key"], model.preprocessing(image)
     )
