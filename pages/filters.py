@@ -64,7 +64,7 @@ with left:
     st.image(grid, caption=f"{model.label} · {layer}: {min(out_channels, max_filters)} of {out_channels} filters, "
              f"{kh}×{kw}, {what}{epoch_caption}" + (", sorted by L2 norm" if sort_by_norm else ""), width="stretch")
 with right:
-    norms = weight.detach().float().flatten(1).norm(dim=1).numpy()
+    norms = weight.detach().float().flatten(1).norm(dim=1).cpu().numpy()
     fig = px.bar(x=np.arange(out_channels).astype(str)[order], y=norms[order],
                  labels={"x": "filter", "y": "L2 norm of the weights"}, title="Filter norms")
     fig.update_layout(height=320, margin=dict(l=10, r=10, t=40, b=10), xaxis={"type": "category"})
