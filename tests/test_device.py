@@ -157,7 +157,8 @@ def test_attribution_follows_the_input_device(nets):
     for method, params in [("vanilla gradient", {}), ("guided backprop", {}), ("Grad-CAM", {"layer": "layer3"}),
                            ("SmoothGrad", {"samples": 1}), ("integrated gradients", {"steps": 1}),
                            ("occlusion", {"window": 16, "stride": 16, "engine": "batched"}),
-                           ("occlusion", {"window": 16, "stride": 16, "engine": "incremental", "tolerance": 0.0})]:
+                           ("occlusion", {"window": 16, "stride": 16, "engine": "incremental", "tolerance": 0.0}),
+                           ("occlusion", {"window": 8, "stride": 4})]:  # the default: calibrated first-order tail
         result = _strict(lambda: A.attribute(method, model, x, 3, params))
         assert result.heat.device.type == "cpu" and torch.isfinite(result.heat).all(), method
     fast = _strict(lambda: A.occlusion_map(model, x, 3, 16, 16, precision="bfloat16"))
