@@ -129,14 +129,14 @@ def occlusion_map(
         raise ValueError("tolerance must be 0 (exact) or more: the first-order tail's allowed relative error.")
     # the fast copy: bfloat16 where native on a CPU, bfloat16 or float16 on a GPU (cnnviz.device.fast_dtype)
     fast = fast_dtype(x.device) if precision == "auto" else _REDUCED.get(precision)
-    use_bf16 = fast is not None
+    use_fast = fast is not None
     # the incremental engine gathers small boxes, which pays on a CPU; a GPU runs every copy in full faster
     incremental = engine == "incremental" or (engine == "auto" and x.device.type == "cpu")
     positions = occlusion_positions((h, w), window, stride)
     fill = torch.as_tensor(baseline, dtype=x.dtype, device=x.device)
     fill = fill.expand(c, h, w) if fill.dim() <= 3 else fill
     targets = target_indices(target, n)
-    network, dtype = (fast_inference_copy(model, example=x[:1], dtype=fast), fast) if use_bf16 else (model, x.dtype)
+    network, dtype = (fast_inference_copy(model, example=x[:1], dtype=fast), fast) if use_fast else (model, x.dtype)
 
     deltas = torch.empty(n, len(positions), device=x.device)
     used, saving, why, cut, depth = engine if incremental else "batched", None, "", None, 1.0
@@ -181,8 +181,8 @@ def occlusion_map(
                 + ("" if cut is None else f", first-order Taylor beyond {depth:.0%} of the network, error ≤ {tolerance:.0%} on a sample"))
     else:
         note = "batched engine" + (f" (incremental inference does not pay here: {why})" if why else "")
-    name = str(dtype).removeprefix("torch.") if use_bf16 else "float32"
-    note += f", {name} copy with batch norms folded" if use_bf16 else ", float32"
+    name = str(dtype).removeprefix("torch.") if use_fast else "float32"
+    note += f", {name} copy with batch norms folded" if use_fast else ", float32"
     return OcclusionMap(heat, used, name, 0.0 if exact else tolerance, saving, note)
 
 
