@@ -105,9 +105,10 @@ def attack_steps(
     method, steps, alpha = _check(method, epsilon_levels, steps, step_levels)
     epsilon = epsilon_levels / 255
     pre = model.preprocessing
+    x = x.to(model.device)
     original = pre.denormalize(x.detach().float()).clamp(0, 1)
     if target is not None:
-        index = target if isinstance(target, Tensor) else torch.full((len(x),), class_index(model, target))
+        index = target if isinstance(target, Tensor) else torch.full((len(x),), class_index(model, target), device=x.device)
         objective = -cross_entropy(index)
     else:
         if labels is None:
@@ -117,7 +118,7 @@ def attack_steps(
     start = original
     if random_start and method == "PGD":
         generator = torch.Generator().manual_seed(int(seed))
-        noise = (torch.rand(original.shape, generator=generator) * 2 - 1) * epsilon
+        noise = (torch.rand(original.shape, generator=generator, device="cpu").to(x.device) * 2 - 1) * epsilon
         start = (original + noise).clamp(0, 1)
     return optimize(
         model.module,
@@ -158,7 +159,7 @@ def finish_attack(
     with torch.inference_mode():
         predicted = model.module(pre.normalize(adversarial)).argmax(1)
         if target is not None:
-            wanted = target if isinstance(target, Tensor) else torch.full((len(x),), class_index(model, target))
+            wanted = target if isinstance(target, Tensor) else torch.full((len(x),), class_index(model, target), device=predicted.device)
             success = (predicted == wanted).tolist()
         else:
             wanted = labels if labels is not None else model.module(x).argmax(1)

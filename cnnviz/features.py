@@ -17,6 +17,7 @@ from torch import Tensor, nn
 
 from . import display
 from .data import ImageDataset
+from .device import module_device
 from .hooks import forward_hooks, forward_until, get_module, record_activations
 from .layers import layer_names, layer_table
 from .layers import spatial_layers as spatial_layers_of_table
@@ -201,7 +202,7 @@ def receptive_field(model: nn.Module, layer: str, input_size: tuple[int, int, in
     hooks: dict[str, Callable] = {n: leaf_hook for n in leaves}
     hooks[layer] = target_hook
     c, h, w = input_size
-    x = torch.zeros(1, c, h, w)
+    x = torch.zeros(1, c, h, w, device=module_device(model))
     # the leaf hooks fire before forward_until's, which stops the pass once the target has run
     with forward_hooks(model, hooks), torch.no_grad():
         forward_until(model, x, [layer])
@@ -242,7 +243,7 @@ def _empirical_receptive_field(
     c, h, w = input_size
     i, j = out_hw[0] // 2, out_hw[1] // 2
     generator = torch.Generator().manual_seed(0)
-    x = torch.randn(trials, c, h, w, generator=generator).requires_grad_(True)
+    x = torch.randn(trials, c, h, w, generator=generator, device="cpu").to(module_device(model)).requires_grad_(True)
     with torch.enable_grad():
         out = forward_until(model, x, [layer], keep_graph=True)[layer]
         (grad,) = torch.autograd.grad(out[:, :, i, j].sum(), x)
@@ -282,8 +283,8 @@ def _batches(model: LoadedModel, data: ImageDataset | Tensor, batch_size: int) -
     if batch_size < 1:
         raise ValueError("batch_size must be at least 1.")
     if isinstance(data, Tensor):
-        return len(data), lambda a, b: data[a:b]
-    return len(data), lambda a, b: data.batch(model.preprocessing, range(a, b))
+        return len(data), lambda a, b: data[a:b].to(model.device)
+    return len(data), lambda a, b: data.batch(model.preprocessing, range(a, b)).to(model.device)
 
 
 def channel_maxima(
@@ -322,9 +323,9 @@ def channel_maxima(
                 rows = np.empty((n, out.shape[1]), np.int64)
                 cols = np.empty((n, out.shape[1]), np.int64)
             best = out.float().flatten(2).max(2)
-            values[a:b] = best.values.numpy()
-            rows[a:b] = (best.indices // map_size[1]).numpy()
-            cols[a:b] = (best.indices % map_size[1]).numpy()
+            values[a:b] = best.values.cpu().numpy()
+            rows[a:b] = (best.indices // map_size[1]).cpu().numpy()
+            cols[a:b] = (best.indices % map_size[1]).cpu().numpy()
             if progress:
                 progress(b / n, f"{b} of {n} images")
     return ChannelMaxima(layer, values, rows, cols, map_size)  # type: ignore[arg-type]
@@ -439,7 +440,7 @@ def extract_features(
             out = out.float().mean((2, 3)) if out.ndim == 4 else out.float().flatten(1)
             if features is None:
                 features = np.empty((n, out.shape[1]), np.float32)
-            features[a:b] = out.numpy()
+            features[a:b] = out.cpu().numpy()
             if progress:
                 progress(b / n, f"{b} of {n} images")
     return features  # type: ignore[return-value]
@@ -553,7 +554,7 @@ def filter_order(weight: Tensor, sort_by_norm: bool = False) -> np.ndarray:
     """Filter indices: as defined, or by decreasing L2 norm of the whole filter."""
     if not sort_by_norm:
         return np.arange(weight.shape[0])
-    norms = weight.detach().float().flatten(1).norm(dim=1).numpy()
+    norms = weight.detach().float().flatten(1).norm(dim=1).cpu().numpy()
     return np.argsort(-norms, kind="stable")
 
 

@@ -97,9 +97,9 @@ class _TensorUses(TorchFunctionMode):
 
 
 def _default_example(model: nn.Module) -> Tensor | None:
-    """A zero 224×224 image with the channels of the model's first 2-D convolution, or None."""
+    """A zero 224×224 image with the channels of the model's first 2-D convolution, on its device, or None."""
     first = next((m for m in model.modules() if isinstance(m, nn.Conv2d)), None)
-    return None if first is None else torch.zeros(1, first.in_channels, 224, 224)
+    return None if first is None else torch.zeros(1, first.in_channels, 224, 224, device=first.weight.device)
 
 
 def conv_bn_pairs(model: nn.Module, example: Tensor | None = None) -> list[tuple[str, str]]:
@@ -206,7 +206,7 @@ def bf16_supported() -> bool:
         return False
 
 
-_INFERENCE_COPIES: "weakref.WeakKeyDictionary[nn.Module, nn.Module]" = weakref.WeakKeyDictionary()
+_INFERENCE_COPIES: "weakref.WeakKeyDictionary[nn.Module, dict[torch.dtype, nn.Module]]" = weakref.WeakKeyDictionary()
 _INFERENCE_COPIES_LOCK = threading.Lock()
 
 
@@ -221,14 +221,29 @@ def bf16_inference_copy(model: nn.Module, example: Tensor | None = None) -> nn.M
         example: an input the model accepts, used once (on the copy) to find the convolution ->
             batch norm pairs; by default a zero 224×224 image.
     """
+    return fast_inference_copy(model, example, torch.bfloat16)
+
+
+def fast_inference_copy(model: nn.Module, example: Tensor | None = None,
+                        dtype: torch.dtype = torch.bfloat16) -> nn.Module:
+    """``bf16_inference_copy`` in any reduced precision: batch norms folded, ``dtype`` weights
+    (bfloat16, or float16 on a GPU without bfloat16, see ``cnnviz.device.fast_dtype``),
+    channels-last, on the model's device. Built once per (model, dtype) and kept while the model lives.
+
+    Args:
+        example: an input the model accepts (on the model's device), used once on the copy to find
+            the convolution -> batch norm pairs; by default a zero 224×224 image there.
+        dtype: the copy's floating-point type.
+    """
     with _INFERENCE_COPIES_LOCK:
-        fast = _INFERENCE_COPIES.get(model)
+        copies = _INFERENCE_COPIES.setdefault(model, {})
+        fast = copies.get(dtype)
         if fast is None:
             fast, _ = fold_batch_norms(model, example)
-            fast = fast.to(torch.bfloat16).to(memory_format=torch.channels_last)
+            fast = fast.to(dtype).to(memory_format=torch.channels_last)
             for param in fast.parameters():
                 param.requires_grad_(False)
-            _INFERENCE_COPIES[model] = fast
+            copies[dtype] = fast
     return fast
 
 

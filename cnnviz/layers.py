@@ -8,6 +8,7 @@ from typing import Sequence
 import torch
 from torch import Tensor, nn
 
+from .device import module_device
 from .hooks import forward_hooks
 
 
@@ -51,7 +52,7 @@ def layer_table(model: nn.Module, input_size: tuple[int, int, int]) -> list[Laye
 
     names = layer_names(model)
     with forward_hooks(model, {name: record(name) for name in names}), torch.inference_mode():
-        model(torch.zeros(1, *input_size))
+        model(torch.zeros(1, *input_size, device=module_device(model)))
     modules = dict(model.named_modules())
     return [
         LayerRow(

@@ -243,7 +243,7 @@ def _saliency(score: Tensor, overlay: str, inputs: Tensor, cam_activation: Tenso
     if overlay == "vanilla_gradient":
         (gradient,) = torch.autograd.grad(score, inputs)
         return display.channel_max_abs(gradient)[0]
-    return torch.zeros(size)
+    return torch.zeros(size, device=inputs.device)
 
 
 def channel_grid(maps: Tensor, channel: int, max_maps: int = 256, width: int = 640, pad: int = 2) -> np.ndarray:

@@ -23,7 +23,7 @@ import pickle
 import socket
 import urllib.parse
 import zipfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import BinaryIO, Mapping, Union
 
@@ -33,6 +33,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load as load_safetensors_bytes
 from torch import Tensor, nn
 
+from .device import module_device
 from .preprocessing import Preprocessing
 from .randomness import seeded
 from .small_cnn import CHECKPOINT, CLASS_NAMES, SmallCNN, digits_preprocessing
@@ -98,6 +99,11 @@ class LoadedModel:
     class_names: tuple[str, ...]
     weights: str
     pretrained: bool
+
+    @property
+    def device(self) -> torch.device:
+        """Where the module's weights are (and ``preprocessing`` puts its input): CPU, CUDA or MPS."""
+        return module_device(self.module)
 
     @property
     def input_size(self) -> tuple[int, int, int]:
@@ -274,10 +280,14 @@ def _vgg16_features() -> nn.Sequential:
     return features
 
 
-def _finish(name: str, module: nn.Module, pre: Preprocessing, classes, weights: str, pretrained: bool) -> LoadedModel:
+def _finish(name: str, module: nn.Module, pre: Preprocessing, classes, weights: str, pretrained: bool,
+            device: torch.device | str | None = None) -> LoadedModel:
     module.eval()
     for param in module.parameters():
         param.grad = None
+    if device is not None and torch.device(device).type != "cpu":
+        module.to(device)
+        pre = replace(pre, device=str(module_device(module)))
     return LoadedModel(name, module, pre, tuple(classes), weights, pretrained)
 
 
@@ -295,6 +305,7 @@ def load_model(
     pretrained: bool = True,
     state_dict: Mapping[str, Tensor] | None = None,
     weights_label: str = "uploaded weights",
+    device: torch.device | str | None = None,
 ) -> LoadedModel:
     """Build a model of the zoo.
 
@@ -305,9 +316,11 @@ def load_model(
         state_dict: weights to load instead (e.g. from ``load_state_dict``); checked against the
             architecture.
         weights_label: how to describe ``state_dict`` weights in captions.
+        device: where the module goes ("cuda", "mps", a ``torch.device``); None: the CPU. Its
+            ``preprocessing`` then puts inputs there too (see ``cnnviz.device.choose_device``).
 
     Returns:
-        A ``LoadedModel`` in eval mode.
+        A ``LoadedModel`` in eval mode, on ``device``.
 
     Raises:
         WeightsUnavailable: pretrained weights are neither cached nor downloadable.
@@ -320,22 +333,22 @@ def load_model(
         module = _build(name)
         if state_dict is not None:
             apply_state_dict(module, state_dict)
-            return _finish(name, module, pre, classes, weights_label, True)
+            return _finish(name, module, pre, classes, weights_label, True, device=device)
         if pretrained:
             module.load_state_dict(bundled)
-            return _finish(name, module, pre, classes, SMALL_CNN_LABEL, True)
-        return _finish(name, module, pre, classes, "random weights", False)
+            return _finish(name, module, pre, classes, SMALL_CNN_LABEL, True, device=device)
+        return _finish(name, module, pre, classes, "random weights", False, device=device)
 
     if name in PACKAGE_MODELS:
         pre, classes = _package_model_io(name)
         module = _build(name)
         if state_dict is not None:
             apply_state_dict(module, state_dict)
-            return _finish(name, module, pre, classes, weights_label, True)
+            return _finish(name, module, pre, classes, weights_label, True, device=device)
         if not pretrained:
-            return _finish(name, module, pre, classes, "random weights", False)
+            return _finish(name, module, pre, classes, "random weights", False, device=device)
         apply_state_dict(module, _source_state(name))
-        return _finish(name, module, pre, classes, package_weights_label(name), True)
+        return _finish(name, module, pre, classes, package_weights_label(name), True, device=device)
 
     if name not in ZOO:
         raise KeyError(f"Unknown model {name!r}. Available: {', '.join(MODEL_NAMES)}.")
@@ -345,13 +358,13 @@ def load_model(
     if state_dict is not None:
         module = _build(name)
         apply_state_dict(module, state_dict)
-        return _finish(name, module, pre, classes, weights_label, True)
+        return _finish(name, module, pre, classes, weights_label, True, device=device)
     if not pretrained:
-        return _finish(name, _build(name), pre, classes, "random weights", False)
+        return _finish(name, _build(name), pre, classes, "random weights", False, device=device)
     if not torchvision_weights_cached(name) and name in PACKAGE_WEIGHTS and source_available(PACKAGE_WEIGHTS[name]):
         module = _build(name)
         apply_state_dict(module, _source_state(name))
-        return _finish(name, module, pre, classes, package_weights_label(name), True)
+        return _finish(name, module, pre, classes, package_weights_label(name), True, device=device)
     if not torchvision_weights_cached(name) and not can_reach(weights.url):
         raise WeightsUnavailable(_missing_weights_message(name))
     try:
@@ -363,7 +376,7 @@ def load_model(
             f"Loading the pretrained {name} weights failed ({type(error).__name__}: {error}). "
             f"If {path} exists it may be damaged: delete it and run `python -m cnnviz fetch {name}`."
         ) from None
-    return _finish(name, module, pre, classes, TORCHVISION_LABEL, True)
+    return _finish(name, module, pre, classes, TORCHVISION_LABEL, True, device=device)
 
 
 TORCHVISION_LABEL = "ImageNet weights (torchvision)"

@@ -33,6 +33,9 @@ class Preprocessing:
         pad: pixels of black added on every side after the crop, as LeNet-5 padded MNIST's
             28×28 digits to 32×32: a 28×28 digit is padded, never stretched, and any other image
             is first resized and cropped to 28×28, so it fills the frame as a digit would.
+
+        device: where ``__call__`` puts the input tensor: the model's device ("cpu", "cuda",
+            "mps"; ``cnnviz.models.load_model(..., device=...)`` sets it).
     """
 
     resize: int
@@ -42,6 +45,7 @@ class Preprocessing:
     interpolation: InterpolationMode = InterpolationMode.BILINEAR
     invert_light_background: bool = False
     pad: int = 0
+    device: str = "cpu"
 
     @classmethod
     def from_transforms(cls, transforms: object) -> "Preprocessing":
@@ -82,9 +86,10 @@ class Preprocessing:
 
     @cached_property
     def _affine(self) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        """(1/std, -mean/std, std, mean) as (1, C, 1, 1) float32, built once per pipeline."""
-        mean = torch.tensor(self.mean, dtype=torch.float64).view(1, -1, 1, 1)
-        std = torch.tensor(self.std, dtype=torch.float64).view(1, -1, 1, 1)
+        """(1/std, -mean/std, std, mean) as (1, C, 1, 1) float32 on the CPU, built once per pipeline
+        (``normalize`` and ``denormalize`` move them to the input's device and dtype)."""
+        mean = torch.tensor(self.mean, dtype=torch.float64, device="cpu").view(1, -1, 1, 1)
+        std = torch.tensor(self.std, dtype=torch.float64, device="cpu").view(1, -1, 1, 1)
         return tuple(t.float() for t in (1 / std, -mean / std, std, mean))  # type: ignore[return-value]
 
     def normalize(self, x: Tensor) -> Tensor:
@@ -98,8 +103,11 @@ class Preprocessing:
         return torch.addcmul(mean.to(x), x, std.to(x))
 
     def __call__(self, image: Image.Image) -> Tensor:
-        """RGB PIL image -> normalised input batch of one, (1, C, H, W) float32."""
-        pixels = TF.pil_to_tensor(self.view(image)).float().div(255.0).unsqueeze(0)
+        """RGB PIL image -> normalised input batch of one, (1, C, H, W) float32, on ``self.device``."""
+        with torch.device("cpu"):  # decoded on the CPU whatever torch's default device, then moved
+            pixels = TF.pil_to_tensor(self.view(image)).float().div(255.0).unsqueeze(0)
+        if self.device != "cpu":
+            pixels = pixels.to(self.device)
         return self.normalize(pixels)
 
     def to_pil(self, x: Tensor) -> Image.Image:

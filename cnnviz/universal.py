@@ -133,11 +133,11 @@ def random_perturbation(like: Tensor, p: float, seed: int = 0) -> Tensor:
 
     For ℓ∞ every entry is ±‖like‖∞, the largest noise of that ℓ∞ norm, so it is a fair control.
     """
-    generator = torch.Generator().manual_seed(int(seed))
+    generator = torch.Generator().manual_seed(int(seed))  # drawn on the CPU: the same noise on every device
     if float(p) == math.inf:
-        signs = torch.randint(0, 2, like.shape, generator=generator).float() * 2 - 1
+        signs = torch.randint(0, 2, like.shape, generator=generator, device="cpu").to(like.device).float() * 2 - 1
         return signs * lp_norm(like, p)
-    noise = torch.randn(like.shape, generator=generator)
+    noise = torch.randn(like.shape, generator=generator, device="cpu").to(like.device)
     return noise * (lp_norm(like, p) / float(noise.norm()))
 
 
@@ -149,9 +149,10 @@ def resize_perturbation(v: Tensor, size: tuple[int, int]) -> Tensor:
 
 
 def dataset_pixels(model: LoadedModel, dataset: ImageDataset | Tensor, batch_size: int = 256) -> Tensor:
-    """A dataset's images as the model sees them, in [0, 1] pixels (N, C, H, W); a tensor passes through."""
+    """A dataset's images as the model sees them, in [0, 1] pixels (N, C, H, W), on the model's device;
+    a tensor passes through (moved there)."""
     if isinstance(dataset, Tensor):
-        return dataset.detach().float()
+        return dataset.detach().float().to(model.device)
     if len(dataset) == 0:
         raise ValueError("The dataset holds no image.")
     if len(dataset) > MAX_IMAGES:
@@ -161,7 +162,7 @@ def dataset_pixels(model: LoadedModel, dataset: ImageDataset | Tensor, batch_siz
         pre.denormalize(dataset.batch(pre, range(start, min(start + batch_size, len(dataset))))).clamp(0, 1)
         for start in range(0, len(dataset), batch_size)
     ]
-    return torch.cat(chunks)
+    return torch.cat(chunks).to(model.device)
 
 
 def _fitted(model: LoadedModel, v: Tensor) -> Tensor:
@@ -171,7 +172,7 @@ def _fitted(model: LoadedModel, v: Tensor) -> Tensor:
             f"This perturbation has shape {tuple(v.shape)}; {model.name} takes {channels}-channel images, so it "
             "cannot be used there. Transfer works between models with the same kind of input."
         )
-    return resize_perturbation(v.float(), (height, width))
+    return resize_perturbation(v.float().to(model.device), (height, width))
 
 
 def predictions(model: LoadedModel, pixels: Tensor, v: Tensor | None = None, batch_size: int = 256) -> Tensor:
@@ -269,7 +270,7 @@ def universal_steps(
     clean = predictions(model, pixels)
     n = len(pixels)
     generator = torch.Generator().manual_seed(int(seed))
-    v = torch.zeros(pixels.shape[1:])
+    v = torch.zeros(pixels.shape[1:], device=pixels.device)
     rates: list[float] = []
     best = None
     for pass_index in range(1, max_passes + 1):

@@ -68,7 +68,7 @@ with left:
                     image=grid, extra={"model_label": model.label, "filter_order": order,
                                        "filter_norms": weight.detach().float().flatten(1).norm(dim=1)})
 with right:
-    norms = weight.detach().float().flatten(1).norm(dim=1).numpy()
+    norms = weight.detach().float().flatten(1).norm(dim=1).cpu().numpy()
     fig = px.bar(x=np.arange(out_channels).astype(str)[order], y=norms[order],
                  labels={"x": "filter", "y": "L2 norm of the weights"}, title="Filter norms")
     fig.update_layout(height=320, margin=dict(l=10, r=10, t=40, b=10), xaxis={"type": "category"})

@@ -171,7 +171,7 @@ def rate_figure(rates: tuple[float, ...], title: str) -> go.Figure:
 
 
 def v_digest(v: torch.Tensor) -> str:
-    return hashlib.sha256(v.numpy().tobytes()).hexdigest()[:16]
+    return hashlib.sha256(v.cpu().numpy().tobytes()).hexdigest()[:16]
 
 
 def show_universal(step: universal.UniversalStep, live: bool) -> None:

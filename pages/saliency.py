@@ -168,7 +168,7 @@ if not compare:
         tiles, seconds = [], []
         for i, method in enumerate(methods):
             result = run_method(model, ctx.x, ctx.model_key, method, target, params)
-            heat = result.heat[0].numpy()
+            heat = result.heat[0].cpu().numpy()
             note = method_note(result, model)
             with columns[i % len(columns)]:
                 blended = show_overlay(view, heat, method in SIGNED, method, f"saliency_fig_{method}")
@@ -206,7 +206,7 @@ else:
             method_params.update(window=max(2, c), stride=max(1, c // 2))
         result = run_method(loaded, x, key, method, class_index, method_params)
         with column:
-            show_overlay(loaded.preprocessing.view(ctx.image).convert("RGB"), result.heat[0].numpy(),
+            show_overlay(loaded.preprocessing.view(ctx.image).convert("RGB"), result.heat[0].cpu().numpy(),
                          method in SIGNED, method, f"saliency_compare_fig_{key}")
             note = method_note(result, loaded)
             st.caption(f"{result.seconds * 1000:.0f} ms · {loaded.label} · target {loaded.class_names[class_index]}" + (f" · {note}" if note else ""))
@@ -234,7 +234,7 @@ if sanity and sanity[:2] == (ctx.model_key, ctx.image_key):
     columns = st.columns(len(results))
     for column, stage in zip(columns, results):
         with column:
-            st.image(display.heat_overlay(view, stage.heat[0].numpy(), signed=checked_method in SIGNED), width="stretch")
+            st.image(display.heat_overlay(view, stage.heat[0].cpu().numpy(), signed=checked_method in SIGNED), width="stretch")
             st.caption(f"**{stage.label}** · ρ = {stage.correlation:.2f}")
     st.caption(f"{checked_method} for “{model.class_names[checked_target]}” on {model.label}; randomised: a private copy, "
                "the shared model is untouched. ρ: Spearman rank correlation with the original map. A method that "
@@ -263,7 +263,7 @@ gradient = ui.cached(
 g1, g2, g3 = st.columns(3)
 pattern_image = display.signed_image(gradient[0], 99.5)
 g1.image(pattern_image.resize((256, 256), Image.Resampling.NEAREST), caption="guided gradient (grey = 0)", width="stretch")
-g2.image(display.heat_overlay(view, A.to_heat(gradient)[0].numpy()).resize((256, 256)), width="stretch",
+g2.image(display.heat_overlay(view, A.to_heat(gradient)[0].cpu().numpy()).resize((256, 256)), width="stretch",
          caption="|guided gradient| over the image")
 g3.caption(f"{model.label} · {feature_layer}, channel {channel} of {channels}")
 g3.caption("The patches page shows a channel's maximally activating patches over a dataset, each with the guided "

@@ -34,7 +34,7 @@ with left:
 def compute(progress):
     x = image_pixels(vgg, image, size)
     features = target_features(vgg, vgg.preprocessing.normalize(x), [module_name(layer)])[module_name(layer)]
-    return gram_matrix(features.float())[0].numpy(), tuple(features.shape[1:])
+    return gram_matrix(features.float())[0].cpu().numpy(), tuple(features.shape[1:])
 
 
 gram, shape = ui.cached(("gram", vgg.label, name, layer, size), compute, f"Gram matrix of {layer}", heavy=False)

@@ -34,6 +34,7 @@ from cnnviz.models import (
 )
 from cnnviz.samples import DEFAULT_DIGIT, DEFAULT_PHOTO, load_sample, sample_names
 from ui import admission, links
+from ui.device import app_device, show_device
 from ui.links import colormap  # presenter mode's high-contrast colour maps
 from ui.training import before_sidebar as _training_before_sidebar, session_models as _session_models
 from ui import export  # noqa: F401 (ui.export.offer: every page's PNG + JSON downloads)
@@ -80,13 +81,16 @@ def _models() -> ModelCache:
 
 
 def cached_model(name: str, weights: str, digest: str = "", _state_bytes: bytes | None = None, filename: str = "") -> LoadedModel:
-    """One model per (name, weights, file digest) per process, shared read-only by every session."""
+    """One model per (name, weights, file digest) per process, shared read-only by every session,
+    on the process's device (``ui.device.app_device``)."""
+    device = app_device()[0]
+
     def load() -> LoadedModel:
         with st.spinner("Loading the model…"):
             if weights == UPLOADED:
                 return load_model(name, state_dict=load_state_dict(_state_bytes),
-                                  weights_label=f"uploaded weights ({filename})")
-            return load_model(name, pretrained=weights == PRETRAINED)
+                                  weights_label=f"uploaded weights ({filename})", device=device)
+            return load_model(name, pretrained=weights == PRETRAINED, device=device)
 
     return _models().get((name, weights, digest), load)
 
@@ -323,6 +327,7 @@ def sidebar() -> None:
         st.session_state["context"] = None
         return
     st.sidebar.caption(f"Using **{model.label}**")
+    show_device()
     admission.sidebar_status()
     st.session_state["context"] = Context(
         model, key, image, image_name, st.session_state["image_key"], model.preprocessing(image)

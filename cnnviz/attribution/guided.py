@@ -114,7 +114,7 @@ def count_relus(model: nn.Module, x: Tensor) -> tuple[int, int]:
 
 def _unit_positions(position: tuple[int, int] | Sequence[int] | Tensor, n: int, map_size: tuple[int, int]) -> Tensor:
     """(row, col) for all images, or one (row, col) per image -> a long tensor (N, 2), checked."""
-    rows_cols = torch.as_tensor(position, dtype=torch.long)
+    rows_cols = torch.as_tensor(position, dtype=torch.long, device="cpu")  # checked here, moved by the caller
     rows_cols = rows_cols[None] if rows_cols.shape == (2,) else rows_cols
     if rows_cols.dim() != 2 or rows_cols.shape[1] != 2 or rows_cols.shape[0] not in (1, n):
         raise ValueError(f"Give one (row, col) position, or one per image ({n} images: shape ({n}, 2)).")
@@ -205,7 +205,7 @@ def guided_backprop_units(
         (N, C, H, W) guided gradients, each zero outside its unit's receptive field.
     """
     _check_input(x)
-    positions = torch.as_tensor(positions, dtype=torch.long)
+    positions = torch.as_tensor(positions, dtype=torch.long, device="cpu")
     if positions.shape != (x.shape[0], 2):
         raise ValueError(f"Give one (row, col) per image: positions of shape ({x.shape[0]}, 2), not {tuple(positions.shape)}.")
     if batch_size < 1:

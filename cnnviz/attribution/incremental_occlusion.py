@@ -236,7 +236,8 @@ class _Replay:
         self.nodes = graph.nodes
         self.background = _to_flat(background[None].to(graph.nodes[0].clean.dtype))
         self.flat: dict[tuple, tuple[Tensor, int, int, int]] = {}
-        self.origins = [torch.from_numpy(r.origin) if r.origin is not None else None for r in self.regions]
+        self.device = background.device
+        self.origins = [torch.from_numpy(r.origin).to(self.device) if r.origin is not None else None for r in self.regions]
         self.last_use = {i: i for i in range(len(self.nodes))}
         for i, node in enumerate(self.nodes):
             for j in node.inputs:
@@ -252,7 +253,7 @@ class _Replay:
 
     def reorder(self, order: np.ndarray) -> None:
         """Process the window positions in this order from now on (batches are slices of it)."""
-        index = torch.from_numpy(order)
+        index = torch.from_numpy(order).to(self.device)
         self.origins = [None if o is None else o[index] for o in self.origins]
 
     # ---------------------------------------------------------------- reading activations
@@ -276,8 +277,8 @@ class _Replay:
         where it holds ``pad_value``. Returns (B, C, h, w), channels-last."""
         (h, w), n = size, origin.shape[0]
         flat, padded_width = self._clean_source(u, pads, pad_value)
-        rows = origin[:, :1] + pads[0] + torch.arange(h)
-        cols = origin[:, 1:] + pads[2] + torch.arange(w)
+        rows = origin[:, :1] + pads[0] + torch.arange(h, device=origin.device)
+        cols = origin[:, 1:] + pads[2] + torch.arange(w, device=origin.device)
         crop = flat.index_select(0, (rows[:, :, None] * padded_width + cols[:, None, :]).reshape(-1))
         if self.regions[u].state == "box":
             self._paste(crop, values[u], self.origins[u][batch] - origin, (h, w))
@@ -287,9 +288,9 @@ class _Replay:
     def _paste(target: Tensor, box: Tensor, offset: Tensor, size: tuple[int, int]) -> None:
         """Write ``box`` (B, C, hb, wb) into ``target`` ((B*h*w, C) rows) at ``offset`` (B, 2), clipped."""
         (h, w), (n, channels, hb, wb) = size, box.shape
-        rows = offset[:, :1] + torch.arange(hb)
-        cols = offset[:, 1:] + torch.arange(wb)
-        index = torch.arange(n)[:, None, None] * (h * w) + rows[:, :, None] * w + cols[:, None, :]
+        rows = offset[:, :1] + torch.arange(hb, device=offset.device)
+        cols = offset[:, 1:] + torch.arange(wb, device=offset.device)
+        index = torch.arange(n, device=offset.device)[:, None, None] * (h * w) + rows[:, :, None] * w + cols[:, None, :]
         source = box.permute(0, 2, 3, 1).reshape(-1, channels)
         inside = ((rows >= 0) & (rows < h))[:, :, None] & ((cols >= 0) & (cols < w))[:, None, :]
         if bool(inside.all()):
@@ -348,7 +349,7 @@ class _Replay:
                     h, w = region.size
                     crop_size = ((h - 1) * g.stride[0] + g.dilation[0] * (g.kernel[0] - 1) + 1,
                                  (w - 1) * g.stride[1] + g.dilation[1] * (g.kernel[1] - 1) + 1)
-                    start = origin * torch.tensor(g.stride) - torch.tensor(g.padding)
+                    start = origin * torch.tensor(g.stride, device=origin.device) - torch.tensor(g.padding, device=origin.device)
                     values[i] = g.run(self._crop(node.inputs[0], values, batch, start, crop_size,
                                                  self.pads[i], g.pad_value))
                 else:  # join
@@ -374,8 +375,8 @@ class _Replay:
         if region.state != "box":
             return ((value.float() - clean.float()) * gradient).flatten(1).sum(dim=1)
         origin, (h, w) = self.origins[cut][batch], region.size
-        rows = origin[:, :1] + torch.arange(h)
-        cols = origin[:, 1:] + torch.arange(w)
+        rows = origin[:, :1] + torch.arange(h, device=origin.device)
+        cols = origin[:, 1:] + torch.arange(w, device=origin.device)
         index = (rows[:, :, None] * clean.shape[-1] + cols[:, None, :]).reshape(-1)
         shape = (origin.shape[0], h, w, -1)
         before = _to_flat(clean).index_select(0, index).view(shape).float()
@@ -387,8 +388,8 @@ class _Replay:
         h, w = region.size
         origin = self.origins[0][batch]
         width = self.nodes[0].clean.shape[-1]
-        rows = origin[:, :1] + torch.arange(h)
-        cols = origin[:, 1:] + torch.arange(w)
+        rows = origin[:, :1] + torch.arange(h, device=origin.device)
+        cols = origin[:, 1:] + torch.arange(w, device=origin.device)
         boxes = self.background.index_select(0, (rows[:, :, None] * width + cols[:, None, :]).reshape(-1))
         return boxes.view(origin.shape[0], h, w, -1).permute(0, 3, 1, 2)
 
@@ -497,7 +498,7 @@ def incremental_scores(
     clean = score((clean_output if graph.output.item is None else clean_output[graph.output.item]).float())
     replay = _Replay(graph, plan, background)
     count = len(positions)
-    scores = torch.empty(count, *clean.shape[1:])
+    scores = torch.empty(count, *clean.shape[1:], device=clean.device)
     order = np.arange(count)
     done = 0
     with torch.inference_mode():
@@ -531,5 +532,5 @@ def incremental_scores(
             if progress is not None:
                 progress(batch.stop)
     result = torch.empty_like(scores)
-    result[torch.from_numpy(order)] = scores
+    result[torch.from_numpy(order).to(scores.device)] = scores
     return clean, result, plan

@@ -41,10 +41,10 @@ def _randomize(module: nn.Module, generator: torch.Generator) -> None:
     """Re-initialise a conv/linear layer's weights (He normal) and bias (uniform ±1/sqrt(fan_in))."""
     weight = module.weight
     fan_in = weight[0].numel()
-    weight.copy_(torch.randn(weight.shape, generator=generator, dtype=weight.dtype) * math.sqrt(2.0 / fan_in))
+    weight.copy_(torch.randn(weight.shape, generator=generator, dtype=weight.dtype, device="cpu") * math.sqrt(2.0 / fan_in))
     if getattr(module, "bias", None) is not None:
         bound = 1.0 / math.sqrt(fan_in)
-        module.bias.copy_((torch.rand(module.bias.shape, generator=generator, dtype=weight.dtype) * 2 - 1) * bound)
+        module.bias.copy_((torch.rand(module.bias.shape, generator=generator, dtype=weight.dtype, device="cpu") * 2 - 1) * bound)
 
 
 def randomization_sanity_check(

@@ -25,12 +25,17 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from .batched_occlusion import _pair, batched_outputs, bf16_inference_copy, bf16_supported, occlusion_positions
+from ..device import describe_device, fast_dtype
+from ..folding import fast_inference_copy
+from .batched_occlusion import _pair, batched_outputs, bf16_inference_copy, bf16_supported, occlusion_positions  # noqa: F401
 from .incremental_occlusion import incremental_scores
 from .op_graph import UnsupportedGraph
 from .targets import Progress, Target, _check_input, target_indices
 
 Engine = Literal["auto", "incremental", "batched"]
+
+_REDUCED = {"bfloat16": torch.bfloat16, "float16": torch.float16}
+"""``precision`` names of the fast copy's reduced precisions."""
 
 MIN_SAVING = 0.25
 """``engine="auto"`` runs the batched engine when incremental inference would skip less than this
@@ -64,7 +69,7 @@ class OcclusionMap:
     Attributes:
         heat: (N, H, W) float32 map.
         engine: "incremental" or "batched" (the one that ran for the last image).
-        precision: "float32" or "bfloat16".
+        precision: "float32", "bfloat16" or "float16" (the fast copy on a GPU without bfloat16).
         tolerance: the error bound used (0: exact; see ``occlusion``).
         saving: fraction of one full pass's multiply-adds that each occluded copy skipped (None:
             batched).
@@ -87,7 +92,7 @@ def occlusion_map(
     stride: int | Sequence[int],
     baseline: float | Tensor = 0.0,
     score: Literal["logit", "prob"] = "logit",
-    precision: Literal["auto", "float32", "bfloat16"] = "auto",
+    precision: Literal["auto", "float32", "bfloat16", "float16"] = "auto",
     batch_size: int = 32,
     progress: Progress | None = None,
     engine: Engine = "auto",
@@ -122,15 +127,21 @@ def occlusion_map(
         raise ValueError("field must be in (0, 1]: the largest fraction of a map's side a window's changes may span.")
     if not tolerance >= 0:
         raise ValueError("tolerance must be 0 (exact) or more: the first-order tail's allowed relative error.")
-    use_bf16 = precision == "bfloat16" or (precision == "auto" and x.device.type == "cpu" and bf16_supported())
+    # the fast copy: bfloat16 where native on a CPU, bfloat16 or float16 on a GPU (cnnviz.device.fast_dtype)
+    fast = fast_dtype(x.device) if precision == "auto" else _REDUCED.get(precision)
+    use_fast = fast is not None
+    # the incremental engine gathers small boxes, which pays on a CPU; a GPU runs every copy in full faster
+    incremental = engine == "incremental" or (engine == "auto" and x.device.type == "cpu")
     positions = occlusion_positions((h, w), window, stride)
     fill = torch.as_tensor(baseline, dtype=x.dtype, device=x.device)
     fill = fill.expand(c, h, w) if fill.dim() <= 3 else fill
     targets = target_indices(target, n)
-    network, dtype = (bf16_inference_copy(model, example=x[:1]), torch.bfloat16) if use_bf16 else (model, x.dtype)
+    network, dtype = (fast_inference_copy(model, example=x[:1], dtype=fast), fast) if use_fast else (model, x.dtype)
 
     deltas = torch.empty(n, len(positions), device=x.device)
-    used, saving, why, cut, depth = engine, None, "", None, 1.0
+    used, saving, why, cut, depth = engine if incremental else "batched", None, "", None, 1.0
+    if engine == "auto" and not incremental:
+        why = f"on {describe_device(x.device)} every copy runs in full, faster than by small boxes"
     for k in range(n):
         image = x[k : k + 1].to(dtype).contiguous(memory_format=torch.channels_last)
         background = (fill[k] if fill.dim() == 4 else fill).to(dtype)
@@ -142,7 +153,7 @@ def occlusion_map(
         done = k * len(positions)
         report = None if progress is None else (lambda m, done=done: progress((done + m) / (n * len(positions))))
         occluded = None
-        if engine != "batched":
+        if incremental:
             try:
                 clean, occluded, plan = incremental_scores(
                     network, image, background, np.asarray(positions).reshape(-1, 2), window, scores, batch_size,
@@ -170,8 +181,9 @@ def occlusion_map(
                 + ("" if cut is None else f", first-order Taylor beyond {depth:.0%} of the network, error ≤ {tolerance:.0%} on a sample"))
     else:
         note = "batched engine" + (f" (incremental inference does not pay here: {why})" if why else "")
-    note += ", bfloat16 copy with batch norms folded" if use_bf16 else ", float32"
-    return OcclusionMap(heat, used, "bfloat16" if use_bf16 else "float32", 0.0 if exact else tolerance, saving, note)
+    name = str(dtype).removeprefix("torch.") if use_fast else "float32"
+    note += f", {name} copy with batch norms folded" if use_fast else ", float32"
+    return OcclusionMap(heat, used, name, 0.0 if exact else tolerance, saving, note)
 
 
 def occlusion(
@@ -182,7 +194,7 @@ def occlusion(
     stride: int | Sequence[int],
     baseline: float | Tensor = 0.0,
     score: Literal["logit", "prob"] = "logit",
-    precision: Literal["auto", "float32", "bfloat16"] = "auto",
+    precision: Literal["auto", "float32", "bfloat16", "float16"] = "auto",
     batch_size: int = 32,
     progress: Progress | None = None,
     engine: Engine = "auto",
@@ -211,11 +223,13 @@ def occlusion(
         baseline: value the occluded pixels get (in the normalised input space), a number or a
             tensor broadcastable to (C, H, W).
         score: "logit" (target class logit) or "prob" (its softmax probability).
-        precision: "float32" for the exact map; "bfloat16" or "auto" (bfloat16 where native; both
-            approximate by default).
+        precision: "float32" for the exact map; "bfloat16", "float16" or "auto" (the device's fast
+            precision, ``cnnviz.device.fast_dtype``: bfloat16 on a CPU where native and on recent
+            GPUs, float16 on other GPUs and MPS; all approximate by default).
         batch_size: window positions per pass.
         progress: called with the fraction done (0..1) after each batch.
-        engine: "auto", "incremental" or "batched" (see the module docstring).
+        engine: "auto", "incremental" or "batched" (see the module docstring; "auto" runs the
+            batched engine on a GPU).
         tolerance: the incremental engine runs one batch of windows spread over the image exactly,
             and beyond the earliest block output where the first-order Taylor expansion of the rest
             of the network reproduces those windows' score changes within this error (RMS, relative

@@ -29,12 +29,12 @@ METHODS = (
 
 
 def target_indices(target: Target, n: int, num_classes: int | None = None) -> Tensor:
-    """A class index or N indices -> a long tensor (N,), checked against the number of classes.
+    """A class index or N indices -> a long tensor (N,) on the CPU, checked against the number of classes.
 
     Raises:
         ValueError: wrong count, or an index outside the model's classes.
     """
-    t = torch.as_tensor(target, dtype=torch.long).flatten()
+    t = torch.as_tensor(target, dtype=torch.long, device="cpu").flatten()  # checked here; callers move it
     if t.numel() == 1:
         t = t.expand(n)
     if t.numel() != n:

@@ -199,7 +199,7 @@ def style_transfer(
         start = content
     else:
         generator = torch.Generator().manual_seed(int(seed))
-        start = torch.rand(content.shape, generator=generator)
+        start = torch.rand(content.shape, generator=generator, device="cpu")  # the same start on every device
     return _run(model, objective, start, steps, optimizer, lr, seed, every)
 
 

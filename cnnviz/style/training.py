@@ -205,8 +205,9 @@ def train_style_network(
     settings.check(max_steps)
     generator = torch.Generator().manual_seed(int(settings.seed))
     net = network if network is not None else init_weights_(TransformerNet(settings.norm, settings.width), generator)
-    net.train()
-    grams = style_grams(loss_model, resize_longer(style, settings.style_size), STYLE_LAYERS)
+    device = loss_model.device  # the network trains where the loss network runs
+    net.to(device).train()
+    grams = style_grams(loss_model, resize_longer(style.to(device), settings.style_size), STYLE_LAYERS)
     content_name = module_name(CONTENT_LAYER)
     pool = content_pool(content_images, settings.size)
     params = [p for p in net.parameters() if p.requires_grad]
@@ -217,7 +218,7 @@ def train_style_network(
     history: list[dict[str, float]] = []
     start = time.perf_counter()
     for k in range(1, settings.steps + 1):
-        x = random_crops(pool, settings.batch_size, settings.size, generator)
+        x = random_crops(pool, settings.batch_size, settings.size, generator).to(device)
         with torch.no_grad():
             target = forward_until(vgg, pre.normalize(x), content_name)[content_name]
         with torch.enable_grad():
@@ -239,7 +240,7 @@ def train_style_network(
         if preview is not None and (k % every == 0 or k == settings.steps):
             net.eval()
             with torch.inference_mode():
-                shown = net(preview.float()).clone()
+                shown = net(preview.float().to(device)).clone()
             net.train()
         yield TrainStep(k, settings.steps, losses, tuple(history), time.perf_counter() - start, net, shown)
     net.eval()

@@ -100,7 +100,7 @@ def save_checkpoint(net: TransformerNet, path: str | Path | None = None, metadat
     """
     from safetensors.torch import save
 
-    state = {k: (v.half() if half and v.is_floating_point() else v).contiguous() for k, v in net.state_dict().items()}
+    state = {k: (v.half() if half and v.is_floating_point() else v).cpu().contiguous() for k, v in net.state_dict().items()}
     meta = {"architecture": "TransformerNet", "norm": net.norm_kind, "width": str(net.width), "blocks": str(net.blocks)}
     meta.update({k: v if isinstance(v, str) else json.dumps(v) for k, v in (metadata or {}).items()})
     blob = save(state, metadata=meta)
@@ -143,6 +143,9 @@ def load_checkpoint(source: str | Path | bytes) -> tuple[TransformerNet, dict[st
 
 
 def stylize_with(net: TransformerNet, pixels: Tensor) -> Tensor:
-    """Run a trained fast style network (eval mode) on pixels (N, 3, H, W) in [0, 1], no graph."""
+    """Run a trained fast style network (eval mode) on pixels (N, 3, H, W) in [0, 1], no graph;
+    the result is on the network's device."""
+    from ..device import module_device
+
     with torch.inference_mode():
-        return net(pixels.float()).clone()
+        return net(pixels.float().to(module_device(net))).clone()

@@ -34,12 +34,13 @@ def module_name(layer: str) -> str:
     return VGG_LAYERS.get(layer, layer)
 
 
-def loss_network(pretrained: bool = True) -> LoadedModel:
+def loss_network(pretrained: bool = True, device: str | None = None) -> LoadedModel:
     """VGG-16's convolutions (``load_model("vgg16_features")``), the loss network of every style method.
 
     Args:
         pretrained: the trained weights (needs the pinned source fetched once); else seeded random weights.
+        device: where it runs ("cuda", "mps"; None: the CPU, see ``cnnviz.device.choose_device``).
     """
     from ..models import load_model
 
-    return load_model(VGG_MODEL, pretrained=pretrained)
+    return load_model(VGG_MODEL, pretrained=pretrained, device=device)

@@ -14,6 +14,7 @@ from typing import Iterator
 import torch
 from torch import Tensor, nn
 
+from ..device import module_device
 from ..hooks import get_module
 from ..preprocessing import Preprocessing
 from .loop import MAX_STEPS, Step, check_steps, evaluate
@@ -59,7 +60,8 @@ def lbfgs_optimize(
         raise ValueError(f"The start image must be (N, {preprocessing.channels}, H, W), not {tuple(init.shape)}.")
     for name in objective.layers:
         get_module(model, name)
-    param = init.detach().float().clamp(0, 1).clone().requires_grad_(True)  # our own leaf, not the model's
+    # our own leaf, not the model's, on the model's device
+    param = init.detach().float().to(module_device(model)).clamp(0, 1).clone().requires_grad_(True)
     optimizer = torch.optim.LBFGS([param], lr=lr, max_iter=1, history_size=history_size, line_search_fn="strong_wolfe")
     cache: dict[str, object] = {}  # the last evaluation: the next step starts where the line search ended
     count = 0
@@ -74,7 +76,8 @@ def lbfgs_optimize(
             grad, losses = evaluate(model, objective, param, preprocessing, k)
             count += 1
             param.grad = -grad  # L-BFGS minimises: the loss is the negative score
-            loss = torch.tensor(-losses["objective"] * len(param), dtype=param.dtype)
+            # a CPU scalar: L-BFGS reads it with float() (no device round trip)
+            loss = torch.tensor(-losses["objective"] * len(param), dtype=param.dtype, device="cpu")
             cache.update(pixels=param.detach().clone(), grad=param.grad.clone(), loss=loss, losses=losses)
             return loss
 

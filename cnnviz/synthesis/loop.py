@@ -10,6 +10,7 @@ from typing import Callable, Iterator, Sequence
 import torch
 from torch import Tensor, nn
 
+from ..device import module_device
 from ..hooks import forward_until, get_module, record_activations
 from ..preprocessing import Preprocessing
 from .objectives import Capture, Objective
@@ -152,7 +153,8 @@ def optimize(
     Args:
         model: the (shared) module, in eval mode; it is not modified.
         objective: the score to maximise, (N,) per image.
-        init: starting pixels (N, C, H, W) in [0, 1].
+        init: starting pixels (N, C, H, W) in [0, 1]; moved to the model's device (the ``Step``s'
+            pixels are there).
         steps: number of steps, 1 to ``max_steps``.
         step_rule: e.g. ``adam(0.05)``, ``normalized_ascent(0.01)``, ``sign_ascent(2/255)``.
         preprocessing: the model's ``Preprocessing`` (its normalisation).
@@ -176,9 +178,10 @@ def optimize(
         raise ValueError(f"The start image must be (N, {preprocessing.channels}, H, W), not {tuple(init.shape)}.")
     for name in objective.layers:
         get_module(model, name)  # KeyError with the valid names
-    generator = torch.Generator(device=init.device).manual_seed(int(seed))
+    # the random choices come from a CPU generator, so a seed gives the same jitter on every device
+    generator = torch.Generator().manual_seed(int(seed))
     transform = compose(list(transforms))
-    pixels = init.detach().float().clamp(0, 1).clone()
+    pixels = init.detach().float().to(module_device(model)).clamp(0, 1).clone()  # on the model's device
     normalize = preprocessing.normalize  # (p - mean) / std as one op, constants built once per pipeline
 
     def prepare(p: Tensor) -> Tensor:

@@ -43,7 +43,7 @@ INITS = ("zeros", "noise", "image")
 def initial_pixels(
     model: LoadedModel, init: str, size: int | None = None, image: Tensor | None = None, seed: int = 0
 ) -> Tensor:
-    """Start image (1, C, S, S) in [0, 1].
+    """Start image (1, C, S, S) in [0, 1], on the model's device.
 
     Args:
         init: "zeros" (zero after normalisation: the data's mean colour, as in Simonyan et al., plus
@@ -56,18 +56,21 @@ def initial_pixels(
     size = size or h
     if not 8 <= size <= MAX_SIZE:
         raise ValueError(f"The image size must be from 8 to {MAX_SIZE} pixels, not {size}.")
-    mean = torch.tensor(model.preprocessing.mean).view(1, -1, 1, 1).expand(1, c, size, size)
+    # drawn on the CPU (the same start on every device), then moved to the model's device
+    mean = torch.tensor(model.preprocessing.mean, device="cpu").view(1, -1, 1, 1).expand(1, c, size, size)
     generator = torch.Generator().manual_seed(int(seed))
     if init == "zeros":
         # a whisper of noise breaks ReLU ties: an exactly zero input to bias-free conv + BN + ReLU
         # (random-weight ResNets) has a zero gradient everywhere, and the ascent would never start
-        return (mean + 1e-3 * torch.randn(1, c, size, size, generator=generator)).clamp(0, 1)
+        noise = torch.randn(1, c, size, size, generator=generator, device="cpu")
+        return (mean + 1e-3 * noise).clamp(0, 1).to(model.device)
     if init == "noise":
-        return (mean + 0.1 * torch.randn(1, c, size, size, generator=generator)).clamp(0, 1)
+        noise = torch.randn(1, c, size, size, generator=generator, device="cpu")
+        return (mean + 0.1 * noise).clamp(0, 1).to(model.device)
     if init == "image":
         if image is None:
             raise ValueError("Starting from the image needs an image.")
-        pixels = model.preprocessing.denormalize(image.detach().float()).clamp(0, 1)
+        pixels = model.preprocessing.denormalize(image.detach().float().to(model.device)).clamp(0, 1)
         if pixels.shape[2:] != (size, size):
             pixels = F.interpolate(pixels, size=(size, size), mode="bilinear", align_corners=False).clamp(0, 1)
         return pixels
@@ -158,7 +161,7 @@ def target_features(model: LoadedModel, x: Tensor, layers: Sequence[str]) -> dic
         get_module(model.module, name)
     try:
         with torch.inference_mode():
-            acts = forward_until(model.module, x, layers)  # the layers after the last one never run
+            acts = forward_until(model.module, x.to(model.device), layers)  # the layers after the last one never run
     except ValueError as error:
         raise ValueError(f"{error} It cannot be inverted; pick another layer.") from error
     return {name: acts[name].clone() for name in layers}
@@ -240,7 +243,7 @@ def dream(
     if not 1.0 < octave_scale <= 2.0:
         raise ValueError("The octave scale must be in (1, 2].")
     get_module(model.module, layer)
-    base = image.detach().float().clamp(0, 1)
+    base = image.detach().float().to(model.device).clamp(0, 1)
     h, w = base.shape[2:]
     if size is not None:
         if not 16 <= size <= MAX_DREAM_SIZE:
@@ -251,7 +254,7 @@ def dream(
     if max(h, w) > MAX_DREAM_SIZE:
         raise ValueError(f"The DeepDream image may be at most {MAX_DREAM_SIZE} pixels on its longer side; pass size=.")
     shapes = [(max(8, round(h / octave_scale**i)), max(8, round(w / octave_scale**i))) for i in range(octaves)][::-1]
-    detail = torch.zeros(1, base.shape[1], *shapes[0])
+    detail = torch.zeros(1, base.shape[1], *shapes[0], device=base.device)
     history: list[dict[str, float]] = []
     total = steps * octaves
     for octave, shape in enumerate(shapes):
