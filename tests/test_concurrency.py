@@ -183,6 +183,8 @@ START_UP = {
     ("cnnviz/admission.py", "torch.set_num_threads"):
         "configure_threads runs once per process, from shared_gate() on app.py's first script run, before any "
         "heavy job; it sets the count the admission gate was sized for and refuses to change it later",
+    ("cnnviz/device.py", "torch.backends"):
+        "mps_available only reads torch.backends.mps.is_available(); it sets no backend flag",
     ("cnnviz/admission.py", "threadpoolctl.threadpool_limits"):
         "the same start-up call: scikit-learn's OpenMP/BLAS pools get the gate's thread count once",
 }
