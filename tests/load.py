@@ -45,6 +45,7 @@ class Scenario:
     sample: str = ""
     number: tuple[str, int] | None = None  # (label of an st.number_input, value)
     select: tuple[str, str] | None = None  # (label of a select box on the page, option)
+    tab: str = ""  # a tab to open before setting the number
     click: str = ""  # a button to press once the page is ready (e.g. "Train")
     heavy: bool = True
 
@@ -106,7 +107,7 @@ def lecture_scenarios(n: int) -> list[Scenario]:
         lambda i: Scenario(f"embeddings-{i}", "embeddings", r"Pixel space, L2", number=("Seed", i)),
         lambda i: Scenario(f"gatys-{i}", "style_gatys", r"A quick first view", sample=photos[i % 8]),
         lambda i: Scenario(f"training-{i}", "train", r"best validation accuracy", number=("Seed", i),
-                           select=("Data", "digits (scikit-learn, 1,797)"), click="Train"),
+                           select=("Data", "digits (scikit-learn, 1,797)"), tab="Optimisation", click="Train"),
     ]
     return [kinds[i % len(kinds)](i) for i in range(n)]
 
@@ -180,6 +181,8 @@ async def run_scenario(browser, url: str, scenario: Scenario, line: StartLine, t
         if scenario.select:
             await _choose(page, "[data-testid='stMain']", *scenario.select)
             await wait_quiet(page, timeout_s)
+        if scenario.tab:
+            await page.get_by_role("tab", name=scenario.tab).click()
         if scenario.number:
             box = page.get_by_label(scenario.number[0], exact=True).first
             await box.fill(str(scenario.number[1]))
