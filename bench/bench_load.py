@@ -45,6 +45,7 @@ def main() -> int:
         print(f"| {outcome.scenario.name} | {solo.seconds:.1f} |" if solo else f"| {outcome.scenario.name} | – |",
               f"{outcome.seconds:.1f} | {same} | {outcome.error or ''} |")
     print(report.summary())
+    print(report.distribution())
     differ = [o.scenario.name for k, o in enumerate(report.outcomes) if alone and k < len(alone)
               and alone[k].fingerprint != o.fingerprint]
     ok = not report.errors and not differ and report.health_max_s < 1.0 and max(report.home_s, default=99) < 2.0

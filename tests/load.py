@@ -69,6 +69,7 @@ class Report:
     health_max_s: float
     health_checks: int
     home_s: list[float]
+    health_s: list[float] = field(default_factory=list)
     log_problems: list[str] = field(default_factory=list)
 
     @property
@@ -78,6 +79,13 @@ class Report:
     @property
     def slowest_heavy_s(self) -> float:
         return max((o.seconds for o in self.outcomes if o.scenario.heavy), default=0.0)
+
+    def distribution(self) -> str:
+        """Home's visits and the health checks, sorted: how the light requests fared."""
+        health = sorted(self.health_s)
+        pick = [health[int(q * (len(health) - 1))] for q in (0.5, 0.9, 0.99)] if health else []
+        return (f"Home visits (s): {', '.join(f'{s:.1f}' for s in sorted(self.home_s))}; health checks: median, "
+                f"90th and 99th percentile {', '.join(f'{s:.2f}' for s in pick)} s")
 
     def summary(self) -> str:
         home = max(self.home_s, default=float("nan"))
@@ -263,7 +271,7 @@ async def _run(url: str, scenarios: list[Scenario], timeout_s: float, probe: boo
                     outcomes.append(Outcome(Scenario("probe", "", ""), error=f"probe failed: {error}"))
         finally:
             await browser.close()
-    return Report(len(scenarios), outcomes, max(health, default=0.0), len(health), home)
+    return Report(len(scenarios), outcomes, max(health, default=0.0), len(health), home, health)
 
 
 def run_load(url: str, scenarios: list[Scenario], timeout_s: float = 600.0, probe: bool = True) -> Report:
