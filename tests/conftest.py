@@ -142,10 +142,12 @@ def page(browser):
     context.close()
 
 
-def wait_for_app(page, text: str | None = None, timeout: float = 90_000, quiet: float = 1.5) -> None:
+def wait_for_app(page, text: str | None = None, timeout: float = 90_000, quiet: float = 1.5, sidebar: bool = True) -> None:
     """Wait until the script run is over: ``text`` (if given) is shown and no run is in progress
-    for ``quiet`` seconds."""
-    page.wait_for_selector("[data-testid='stSidebarUserContent'] h2", timeout=timeout)
+    for ``quiet`` seconds. ``sidebar=False``: the sidebar is collapsed (presenter mode), so its
+    header is not waited for."""
+    if sidebar:
+        page.wait_for_selector("[data-testid='stSidebarUserContent'] h2", timeout=timeout)
     if text:
         page.get_by_text(text).first.wait_for(timeout=timeout)
     quiet_since = None

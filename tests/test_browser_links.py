@@ -4,7 +4,6 @@ the sidebar's link gives the same view back, no exception is shown and the serve
 
 from __future__ import annotations
 
-import time
 from urllib.parse import parse_qs, urlsplit
 
 from conftest import screenshot, serve_app, wait_for_app
@@ -17,19 +16,9 @@ FILTERS = "filters?model=squeezenet1_1&weights=pretrained&image=cat&filters_laye
 PRESENTER = "activation_functions?act_fns=sigmoid&act_fns=ReLU&presenter=1"
 
 
-def wait_quiet(page, text: str, timeout: float = TIMEOUT, quiet: float = 1.5) -> None:
-    """``wait_for_app`` for a page whose sidebar is collapsed (its header is not visible)."""
-    page.get_by_text(text).first.wait_for(timeout=timeout)
-    quiet_since, deadline = None, time.time() + timeout / 1000
-    while time.time() < deadline:
-        if page.query_selector("[data-testid='stStatusWidget'] button") is not None:
-            quiet_since = None
-        elif quiet_since is None:
-            quiet_since = time.time()
-        elif time.time() - quiet_since > quiet:
-            return
-        time.sleep(0.25)
-    raise TimeoutError("the app kept running")
+def wait_quiet(page, text: str, timeout: float = TIMEOUT) -> None:
+    """``wait_for_app`` for a page whose sidebar may be collapsed (its header is not visible)."""
+    wait_for_app(page, text, timeout, sidebar=False)
 
 
 def slider_value(page, label: str) -> float:
