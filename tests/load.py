@@ -156,7 +156,8 @@ class StartLine:
 
 async def _open_by_link(page, path: str, timeout_s: float) -> None:
     """Open ``path`` by the sidebar's link, within the session (a new URL would start a new session)."""
-    link = page.locator(f"[data-testid='stSidebarNav'] a[href$='/{path}']").first
+    nav = "[data-testid='stSidebarNav']"  # a link carries the view's query string (ui.links) after the path
+    link = page.locator(f"{nav} a[href$='/{path}'], {nav} a[href*='/{path}?']").first
     if not await link.is_visible():
         await page.locator("[data-testid='stSidebarNav']").get_by_text(re.compile(r"View \d+ more")).first.click()
     await link.click()
