@@ -247,8 +247,14 @@ def fast_inference_copy(model: nn.Module, example: Tensor | None = None,
     return fast
 
 
-def existing_inference_copy(model: nn.Module) -> nn.Module | None:
-    """The fast copy ``bf16_inference_copy`` built for ``model``, or None (never builds one).
-    The copy lives as long as ``model`` does: evicting the model frees it too."""
+def existing_inference_copy(model: nn.Module, dtype: torch.dtype = torch.bfloat16) -> nn.Module | None:
+    """The fast copy in ``dtype`` built for ``model`` (``fast_inference_copy``), or None (never builds
+    one). The copies live as long as ``model`` does: evicting the model frees them too."""
     with _INFERENCE_COPIES_LOCK:
-        return _INFERENCE_COPIES.get(model)
+        return _INFERENCE_COPIES.get(model, {}).get(dtype)
+
+
+def existing_inference_copies(model: nn.Module) -> list[nn.Module]:
+    """Every fast copy built for ``model``, one per dtype (never builds one)."""
+    with _INFERENCE_COPIES_LOCK:
+        return list(_INFERENCE_COPIES.get(model, {}).values())

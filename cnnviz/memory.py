@@ -82,13 +82,12 @@ def model_bytes(model: object) -> int:
     Args:
         model: a ``LoadedModel`` (its ``.module``) or an ``nn.Module``.
     """
-    from .folding import existing_inference_copy
+    from .folding import existing_inference_copies
 
     module = getattr(model, "module", model)
     if not isinstance(module, nn.Module):
         return 0
-    fast = existing_inference_copy(module)
-    return module_bytes(module) + (module_bytes(fast) if fast is not None else 0)
+    return module_bytes(module) + sum(module_bytes(fast) for fast in existing_inference_copies(module))
 
 
 _LIBC = None

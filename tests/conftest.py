@@ -57,10 +57,26 @@ LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 _LOG_PROBLEM = re.compile(r"Traceback|\b(WARNING|ERROR|CRITICAL)\b|\w+Warning: ")
 
 
+# Whole log records (a line and the traceback printed under it) that are not a defect of the app, each with why.
+RECORDS_ALLOWED = (
+    # Streamlit's server (starlette) logs a traceback when a browser tab closes its websocket before the
+    # server accepted it: a client going away, raised and logged inside Streamlit, before any app code runs.
+    re.compile(r'WebSocketDisconnected: WebSocket is not connected\. Need to call "accept" first\.'),
+)
+_RECORD_START = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d")
+
+
 def log_problems(text: str) -> list[str]:
     """The lines of a server log that show a traceback, a logged warning or error, or a Python
-    warning, less those in ``LOG_ALLOWED``."""
-    return [line for line in text.splitlines()
+    warning, less those in ``LOG_ALLOWED`` and the records matching ``RECORDS_ALLOWED``."""
+    records: list[list[str]] = [[]]
+    for line in text.splitlines():
+        if _RECORD_START.match(line):
+            records.append([])
+        records[-1].append(line)
+    kept = [line for record in records
+            if not any(allowed.search("\n".join(record)) for allowed in RECORDS_ALLOWED) for line in record]
+    return [line for line in kept
             if _LOG_PROBLEM.search(line) and not any(allowed.search(line) for allowed in LOG_ALLOWED)]
 
 

@@ -16,6 +16,7 @@ import asyncio
 import re
 import time
 import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from conftest import CHROMIUM, SCREENSHOTS, serve_app  # noqa: F401  (serve_app re-exported for the bench)
@@ -277,7 +278,8 @@ async def _run(url: str, scenarios: list[Scenario], timeout_s: float, probe: boo
 
 def run_load(url: str, scenarios: list[Scenario], timeout_s: float = 600.0, probe: bool = True) -> Report:
     """Run ``scenarios`` at once against the server at ``url``; with ``probe``, time Home meanwhile."""
-    return asyncio.run(_run(url, scenarios, timeout_s, probe))
+    with ThreadPoolExecutor(1) as worker:  # a loop of its own: the suite's sync Playwright runs one in this thread
+        return worker.submit(asyncio.run, _run(url, scenarios, timeout_s, probe)).result()
 
 
 def run_alone(url: str, scenarios: list[Scenario], timeout_s: float = 600.0) -> list[Outcome]:
