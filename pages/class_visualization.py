@@ -39,7 +39,7 @@ if mode == "A class":
     predicted = model.class_names.index(predict(model, ctx.x, 1)[0][0][0])
     target = c1.selectbox(
         "Class", range(len(model.class_names)), index=predicted, key=f"cv_class_{model.name}",
-        format_func=lambda i: f"{i}: {model.class_names[i]}",
+        format_func=ui.labels({i: f"{i}: {name}" for i, name in enumerate(model.class_names)}),
     )
     what = {"class": model.class_names[target]}
 else:
@@ -61,10 +61,6 @@ for name, value in RECOMMENDED.items():
     st.session_state.setdefault(name, value)  # the widgets below take no default: the state holds it
 
 
-def use_preset(preset: dict) -> None:
-    st.session_state.update(preset)
-
-
 st.subheader("Optimisation")
 c1, c2, c3, c4, c5 = st.columns(5)
 steps = c1.slider("Steps", 5, synthesis.MAX_STEPS, 60 if small else 100, step=5, key="cv_steps")
@@ -75,9 +71,9 @@ init = c4.radio("Start from", synthesis.INITS, key="cv_init", format_func={"zero
 
 st.subheader("Regularizers (Yosinski et al. 2015)")
 presets = st.container(horizontal=True)  # full labels, wrapping when the row is narrow
-presets.button("Recommended regularizers", on_click=use_preset, args=(RECOMMENDED,), key="cv_preset_recommended",
+presets.button("Recommended regularizers", on_click=ui.set_state, args=(RECOMMENDED,), key="cv_preset_recommended",
           icon=":material/auto_fix_high:", help="Blur every 2 steps (σ 1), jitter, clip the 30 % smallest-norm pixels.")
-presets.button("Bare gradient ascent", on_click=use_preset, args=(BARE,), key="cv_preset_bare", icon=":material/blur_off:",
+presets.button("Bare gradient ascent", on_click=ui.set_state, args=(BARE,), key="cv_preset_bare", icon=":material/blur_off:",
           help="No regularizer at all: see why they matter.")
 c1, c2, c3, c4, c5 = st.columns(5)
 blur_every = c1.slider("Blur every k steps (0: off)", 0, 20, key="cv_blur_every")

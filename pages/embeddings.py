@@ -42,7 +42,8 @@ except ValueError:
     penultimate, options = None, list(ui.spatial_layers(ctx))
 c1, c2, c3, c4 = st.columns([2, 1, 1, 1])
 choice = c1.selectbox("Layer", options, key="embeddings_layer",
-                      format_func=lambda n: f"penultimate (input of {penultimate})" if n == PENULTIMATE else f"{n} (averaged over positions)")
+                      format_func=ui.labels({n: f"penultimate (input of {penultimate})" if n == PENULTIMATE
+                                             else f"{n} (averaged over positions)" for n in options}))
 layer = None if choice == PENULTIMATE else choice
 method = c2.radio("Method", ["t-SNE", "PCA"], horizontal=True, key="embeddings_method")
 params = {}

@@ -1,7 +1,6 @@
 """Live: the camera (or a bundled clip) through the network at video rate, with its predictions, one
 layer's feature maps and a saliency overlay that follow what the camera sees."""
 
-import time
 
 import streamlit as st
 
@@ -61,20 +60,11 @@ source = st.radio("Video source", [ui.live.CAMERA, ui.live.CLIP], index=1 if no_
 ui.live.prepare_clip(live, model)
 
 
-def freeze() -> None:
-    result = live.processor.latest()
-    if result is None:
-        st.toast("No frame yet: press START first.", icon=":material/info:")
-        return
-    ui.freeze_image(result.image, f"Live frame {time.strftime('%H:%M:%S')}")
-    st.toast("Frozen: the other pages now use this frame.", icon=":material/ac_unit:")
-
-
 left, right = st.columns([2, 3], gap="large")
 with left:
     stream = ui.live.stream(live, source)
     playing = stream is not None and bool(stream.state.playing)
-    st.button("Freeze this frame", on_click=freeze, icon=":material/ac_unit:", key="live_freeze",
+    st.button("Freeze this frame", on_click=ui.live.freeze, args=(live,), icon=":material/ac_unit:", key="live_freeze",
               help="Make the current frame the image of every other page.")
     st.caption(f"{model.label} · frames at most {MAX_SIDE} px · one stream per session")
 

@@ -233,7 +233,8 @@ def transfer_section(v: torch.Tensor, held_out: ImageDataset, digest: str) -> No
     others = sorted((n for n in MODEL_NAMES if n not in (SMALL_CNN, model.name)), key=lambda n: not pretrained_available(n))
     left, right = st.columns([2, 3])
     other = left.selectbox("Second network", others, key="uap_other",
-                           format_func=lambda n: f"{n} ({'trained' if pretrained_available(n) else 'random weights'})")
+                           format_func=ui.labels({n: f"{n} ({'trained' if pretrained_available(n) else 'random weights'})"
+                                                  for n in others}))
     weights = ui.PRETRAINED if pretrained_available(other) else ui.RANDOM
     if left.button("Try v on it", key="uap_transfer"):
         st.session_state["uap_transfer_for"] = (other, digest)

@@ -134,7 +134,7 @@ with c2:
 st.subheader("3. Find a learning rate")
 c1, c2 = st.columns([1, 3])
 lo, hi = c1.select_slider("Range", [1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 0.1, 1.0, 10.0], (1e-5, 1.0), key="recipe_lr_range",
-                          format_func=lambda v: f"{v:g}")
+                          format_func="{:g}".format)
 steps = c1.slider("Iterations", 30, 200, 100, 10, key="recipe_lr_steps")
 if c1.button("Run the LR finder", key="recipe_lr", wrap=True, disabled=running):
     cfg, d = config, data

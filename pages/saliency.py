@@ -110,7 +110,8 @@ else:
     methods = c1.multiselect("Methods", list(A.METHODS), default=["vanilla gradient", "guided backprop", "Grad-CAM", "occlusion"],
                              key="saliency_methods")
 target = c2.selectbox("Target class", classes, index=predicted, key=f"saliency_target_{ctx.model_key}",
-                      format_func=lambda i: f"{model.class_names[i]}{' (top prediction)' if i == predicted else ''}",
+                      format_func=ui.labels({i: f"{model.class_names[i]}{' (top prediction)' if i == predicted else ''}"
+                                             for i in classes}),
                       help="Default: the model's top prediction. Type to search any class by name.")
 layer = c3.selectbox("Grad-CAM layer", spatial_rows or [default_layer],
                      index=(spatial_rows.index(default_layer) if default_layer in spatial_rows else 0),

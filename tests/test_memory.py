@@ -177,3 +177,30 @@ def test_ui_cached_model_shares_one_model_per_key():
     first = ui.cached_model("small_cnn", ui.PRETRAINED)
     assert ui.cached_model("small_cnn", ui.PRETRAINED) is first
     assert ui.cached_model("small_cnn", ui.RANDOM) is not first
+
+
+@pytest.mark.parametrize("page", ["pages/saliency.py", "pages/class_visualization.py"])
+def test_a_session_that_moved_on_to_another_model_keeps_the_old_one_no_longer(page):
+    # Streamlit keeps every widget's format function and callbacks for the whole session; one defined in
+    # a page held that run's globals, and so the model: the server grew by each model a student visited
+    from pathlib import Path
+
+    from streamlit.testing.v1 import AppTest
+
+    import ui
+
+    at = AppTest.from_file(str(Path(__file__).resolve().parent.parent / "app.py"), default_timeout=300)
+    at.session_state["model_name"] = "small_cnn"
+    at.run()
+    at.switch_page(page).run()
+    assert not at.exception
+    old = weakref.ref(at.session_state["context"].model.module)
+    at.session_state["model_name"] = "squeezenet1_1"
+    del at.session_state["context"]  # the sidebar builds it again (AppTest runs the page alone)
+    at.switch_page(page).run()
+    at.run()  # the session state's previous values are let go on the next run
+    assert not at.exception and at.session_state["context"].model.name == "squeezenet1_1"
+    ui._models().clear()
+    ui._results().clear()
+    gc.collect()
+    assert old() is None, [type(r).__name__ for r in gc.get_referrers(old())]

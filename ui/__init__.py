@@ -178,6 +178,22 @@ def cached(key: tuple, compute: Callable[[Callable[..., None]], object], label: 
     return result
 
 
+def labels(texts: dict) -> Callable[[object], str]:
+    """A widget's ``format_func`` from labels made in advance: ``texts.get``.
+
+    Streamlit keeps every widget's format function and callbacks for the rest of the session, even
+    after the widget is gone (its widget metadata). A lambda or function defined in a page holds that
+    page run's globals (its model, context and results), so each model a session visited would stay in
+    memory; a dict's ``get`` holds only the labels. Callbacks likewise live in ``ui`` (``set_state``).
+    """
+    return texts.get
+
+
+def set_state(values: dict) -> None:
+    """A button's callback: set these session-state values (presets of a page's widgets)."""
+    st.session_state.update(values)
+
+
 def explainer(text: str) -> None:
     """The "What am I looking at?" expander every page carries."""
     with st.expander("What am I looking at?"):

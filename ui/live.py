@@ -9,6 +9,7 @@ frame, so the video never waits for the model.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 
 import av
@@ -109,6 +110,18 @@ def prepare_clip(live: LiveSession, model: LoadedModel) -> None:
     names = tuple(digit_sample_names()) if model.input_size[0] == 1 else CLIP_PHOTOS
     if live.clip is None or live.clip.names != names:
         live.clip = BundledClip(names)
+
+
+def freeze(live: LiveSession) -> None:
+    """The Freeze button's callback: the latest processed frame becomes the session's image."""
+    import ui  # the package imports this module's siblings; imported here, not at load
+
+    result = live.processor.latest()
+    if result is None:
+        st.toast("No frame yet: press START first.", icon=":material/info:")
+        return
+    ui.freeze_image(result.image, f"Live frame {time.strftime('%H:%M:%S')}")
+    st.toast("Frozen: the other pages now use this frame.", icon=":material/ac_unit:")
 
 
 def _frame_callback(live: LiveSession, source: str):
