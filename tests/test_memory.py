@@ -177,3 +177,21 @@ def test_ui_cached_model_shares_one_model_per_key():
     first = ui.cached_model("small_cnn", ui.PRETRAINED)
     assert ui.cached_model("small_cnn", ui.PRETRAINED) is first
     assert ui.cached_model("small_cnn", ui.RANDOM) is not first
+
+
+def test_freezing_the_long_lived_objects_happens_once_and_later_garbage_is_still_collected():
+    from cnnviz import memory
+
+    memory.freeze_long_lived_objects()  # start-up (app.py); may have run already in this process
+    frozen = gc.get_freeze_count()
+    assert frozen > 0 and memory.freeze_long_lived_objects() is False and gc.get_freeze_count() == frozen
+
+    class Node:
+        pass
+
+    a, b = Node(), Node()
+    a.other, b.other = b, a  # a cycle: only the collector frees it
+    gone = weakref.ref(a)
+    del a, b
+    gc.collect()
+    assert gone() is None
