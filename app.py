@@ -4,7 +4,7 @@ import sys
 
 import streamlit as st
 
-from cnnviz.memory import tune_allocator
+from cnnviz.memory import freeze_long_lived_objects, tune_allocator
 
 import ui
 from ui import links
@@ -20,6 +20,14 @@ if sys.getswitchinterval() != SWITCH_INTERVAL_S:
 
 ui.admission.gate()  # sizes the heavy-job gate to the cores and sets torch's threads, once per process
 tune_allocator()  # glibc hands freed tensor memory back (cnnviz.memory); the same values every run
+
+# What the pages import, loaded before the freeze below, which hides every object alive at start-up from
+# the garbage collector: Streamlit collects garbage after every run of every session, and scanning these
+# libraries' half a million objects took half a second each time (cnnviz.memory.freeze_long_lived_objects).
+import pandas, plotly.express, plotly.subplots, skimage.data, sklearn.decomposition, sklearn.manifold  # noqa: E401,E402,F401
+import ui.live  # noqa: E402,F401 (streamlit-webrtc, aiortc, av)
+
+freeze_long_lived_objects()  # once per process
 
 links.before_run()  # a link's values into session state (first run), before any widget
 st.set_page_config(page_title="cnnviz", page_icon=":material/visibility:", layout="wide",

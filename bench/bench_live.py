@@ -90,11 +90,15 @@ def in_browser(seconds: float) -> tuple[list[float], str]:
     from playwright.sync_api import sync_playwright
 
     from conftest import CHROMIUM, serve_app
-    from test_browser_live import FAKE_CAMERA, metric, open_live, sample_fps, start_stream, wait_for_frames
+    import tempfile
 
-    with serve_app("bench_live") as url, sync_playwright() as p:
+    from test_browser_live import (FAKE_CAMERA, metric, open_live, sample_fps, start_stream, wait_for_frames,
+                                   write_camera_file)
+
+    with (tempfile.TemporaryDirectory() as folder, serve_app("bench_live") as url, sync_playwright() as p):
+        video = write_camera_file(Path(folder) / "camera.y4m")
         browser = p.chromium.launch(executable_path=CHROMIUM, args=["--headless", "--no-sandbox", "--disable-gpu",
-                                                                    *FAKE_CAMERA])
+                                                                    *FAKE_CAMERA, f"--use-file-for-fake-video-capture={video}"])
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
         open_live(page, url, "squeezenet1_1")
         start_stream(page)

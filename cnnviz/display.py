@@ -6,6 +6,7 @@ images ready for ``st.image`` or a PNG download.
 
 from __future__ import annotations
 
+import functools
 import io
 
 import numpy as np
@@ -34,14 +35,19 @@ def normalize(values: ArrayLike, percentile: float = 100.0, symmetric: bool = Fa
         scale = np.percentile(np.abs(array), percentile) if array.size else 0.0
         return np.clip(array / scale, -1, 1) if scale > 0 else np.zeros_like(array)
     lo = float(array.min()) if array.size else 0.0
-    hi = float(np.percentile(array, percentile)) if array.size else 0.0
+    hi = (float(array.max()) if percentile >= 100 else float(np.percentile(array, percentile))) if array.size else 0.0
     return np.clip((array - lo) / (hi - lo), 0, 1) if hi > lo else np.zeros_like(array)
 
 
+@functools.lru_cache(maxsize=64)
 def _anchors(name: str) -> np.ndarray:
+    """The colour scale's stops as rows (position, R, G, B), read-only. Cached: plotly looks a named scale up
+    by listing its modules' members each time, which took most of the Live panel's refresh (hundreds of maps)."""
     scale = plotly.colors.get_colorscale(name)
-    return np.array([[v, *plotly.colors.unlabel_rgb(plotly.colors.convert_colors_to_same_type(c, "rgb")[0][0])]
-                     for v, c in scale], dtype=np.float64)
+    anchors = np.array([[v, *plotly.colors.unlabel_rgb(plotly.colors.convert_colors_to_same_type(c, "rgb")[0][0])]
+                        for v, c in scale], dtype=np.float64)
+    anchors.flags.writeable = False
+    return anchors
 
 
 def colormap(values: ArrayLike, name: str = "Inferno") -> np.ndarray:
@@ -128,11 +134,12 @@ def map_grid(maps: ArrayLike, columns: int, tile_px: int = 64, shared_scale: boo
     if array.ndim != 3 or len(array) == 0:
         raise ValueError("map_grid expects a non-empty stack of maps (K, h, w).")
     if shared_scale:
-        lo, hi = float(array.min()), float(array.max())
-        scaled = np.clip((array - lo) / (hi - lo), 0, 1) if hi > lo else np.zeros_like(array)
-    else:
-        scaled = np.stack([normalize(m) for m in array])
-    return tile([upscale(colormap(m, name), tile_px) for m in scaled], columns, pad=pad)
+        lo, hi = array.min(), array.max()
+    else:  # each map from its own minimum to its maximum (``normalize``), all at once
+        lo, hi = array.min(axis=(1, 2), keepdims=True), array.max(axis=(1, 2), keepdims=True)
+    span = hi - lo
+    scaled = np.where(span > 0, np.clip((array - lo) / np.where(span > 0, span, 1), 0, 1), 0.0)
+    return tile([upscale(rgb, tile_px) for rgb in colormap(scaled, name)], columns, pad=pad)
 
 
 def channel_max_abs(attribution: Tensor) -> Tensor:

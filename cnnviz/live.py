@@ -13,9 +13,10 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
+from contextlib import nullcontext
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 import torch
@@ -29,6 +30,9 @@ from .hooks import record_activations
 from .models import LoadedModel
 from .preprocessing import Preprocessing
 from .samples import load_sample
+
+if TYPE_CHECKING:
+    from .admission import AdmissionGate
 
 MAX_SIDE = 320
 """Frames are shrunk so that their longer side is at most this many pixels."""
@@ -313,10 +317,17 @@ class LiveProcessor:
     ``idle_seconds`` without frames (a closed browser tab leaves no thread behind). At most
     ``MAX_LIVE_STREAMS`` workers run at once in a process (``streams``); a further one reports so
     in ``stats().error`` instead of processing.
+
+    With a ``gate`` (``cnnviz.admission``), each frame is a short heavy job of ``owner``: frames take
+    turns with the other sessions' heavy jobs instead of competing with them for the cores, and while
+    the gate is busy the stream slows down (the frames meanwhile are dropped) rather than slowing
+    everyone.
     """
 
     def __init__(self, settings: LiveSettings | None = None, *, idle_seconds: float = 5.0, window_seconds: float = 3.0,
-                 streams: threading.Semaphore | None = None, queued: int = 2) -> None:
+                 streams: threading.Semaphore | None = None, queued: int = 2, gate: "AdmissionGate | None" = None,
+                 owner: str = "live") -> None:
+        self._gate, self._owner = gate, owner
         self._settings = settings
         self._idle_seconds = idle_seconds
         self._window = window_seconds
@@ -409,9 +420,12 @@ class LiveProcessor:
                 frame, arrived, settings = item
                 if settings is None:
                     continue
+                turn = (self._gate.job(self._owner, "live frame", cancelled=lambda: self._closed) if self._gate
+                        else nullcontext())
                 try:
-                    result = process_frame(settings.model, frame, settings.layer, settings.channel, settings.overlay,
-                                           cam_layer=settings.cam_layer, alpha=settings.alpha)
+                    with turn:
+                        result = process_frame(settings.model, frame, settings.layer, settings.channel,
+                                               settings.overlay, cam_layer=settings.cam_layer, alpha=settings.alpha)
                 except Exception as error:  # noqa: BLE001 - the worker must survive a bad setting; the page shows it
                     with self._lock:
                         self._error = str(error).strip("'\"") or type(error).__name__

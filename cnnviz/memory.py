@@ -123,6 +123,33 @@ def tune_allocator() -> bool:
     return _TUNED
 
 
+_FROZEN = False
+_FREEZE_LOCK = threading.Lock()
+
+
+def freeze_long_lived_objects() -> bool:
+    """Hide every object alive now from the garbage collector's full collections, once per process.
+
+    Streamlit collects garbage after every script run (``runner.postScriptGC``), and Python after enough
+    allocations. Once torch, plotly, scikit-learn, Streamlit and cnnviz are imported, about half a million
+    objects are alive (modules, classes, functions); scanning them took 0.45-0.5 s here, with the GIL held,
+    so every rerun of any session (the Live panel's, every second) stopped the whole server for half a
+    second. ``gc.freeze`` moves them to a permanent generation; objects made afterwards (sessions, results,
+    models) are collected as before. Call it at start-up, after the imports.
+
+    Returns:
+        Whether this call froze them (False when done before).
+    """
+    global _FROZEN
+    with _FREEZE_LOCK:
+        if _FROZEN:
+            return False
+        gc.collect()  # what is garbage now is freed, not frozen
+        gc.freeze()
+        _FROZEN = True
+        return True
+
+
 def release_memory() -> None:
     """Collect garbage and hand freed heap pages back to the OS (glibc's ``malloc_trim``; nothing
     more elsewhere). torch's CPU allocator frees through malloc, which keeps freed pages otherwise."""

@@ -14,6 +14,7 @@ import pytest
 from conftest import CHROMIUM, ROOT, screenshot, serve_app, wait_for_app
 
 FAKE_CAMERA = ["--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream"]
+CAMERA_FILE_FPS = 15
 BASE_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
              "--disable-component-update", "--disable-sync", "--no-first-run"]  # as the shared fixture
 LOG = "streamlit_live"
@@ -26,13 +27,44 @@ def live_url():
         yield url
 
 
+def write_camera_file(path, seconds: float = 8.0, fps: int = CAMERA_FILE_FPS) -> str:
+    """A Y4M video (320×240, 4:2:0) of the bundled clip's pans and zooms over the gallery photos, for
+    Chromium's fake camera (``--use-file-for-fake-video-capture``, which loops it): a camera that films
+    photos, as a lecturer's would, instead of Chromium's drawn test pattern.
+
+    Returns:
+        The file's path as a string.
+    """
+    import numpy as np
+
+    from cnnviz.live import BundledClip
+
+    clip = BundledClip(seconds_per_image=seconds / 2)
+    width, height = clip.size
+    with open(path, "wb") as out:
+        out.write(f"YUV4MPEG2 W{width} H{height} F{fps}:1 Ip A1:1 C420jpeg\n".encode())
+        for k in range(int(seconds * fps)):
+            rgb = clip.frame_at(k / fps).astype(np.float32)
+            r, g, b = rgb[..., 0], rgb[..., 1], rgb[..., 2]
+            y = 0.299 * r + 0.587 * g + 0.114 * b  # BT.601, full range (JPEG), as C420jpeg says
+            u = -0.168736 * r - 0.331264 * g + 0.5 * b + 128
+            v = 0.5 * r - 0.418688 * g - 0.081312 * b + 128
+            half = lambda c: c.reshape(height // 2, 2, width // 2, 2).mean(axis=(1, 3))  # noqa: E731
+            out.write(b"FRAME\n")
+            for plane in (y, half(u), half(v)):
+                out.write(np.clip(np.rint(plane), 0, 255).astype(np.uint8).tobytes())
+    return str(path)
+
+
 @pytest.fixture(scope="module")
-def camera_browser(browser):
+def camera_browser(browser, tmp_path_factory):
     """Chromium with a synthetic camera whose use is allowed without asking (launched by the shared
-    fixture's Playwright: one sync Playwright per process)."""
+    fixture's Playwright: one sync Playwright per process); the camera films the gallery photos
+    (``write_camera_file``)."""
+    video = write_camera_file(tmp_path_factory.mktemp("camera") / "camera.y4m")
     camera = browser.browser_type.launch(
         executable_path=CHROMIUM,
-        args=[*BASE_ARGS, *FAKE_CAMERA],
+        args=[*BASE_ARGS, *FAKE_CAMERA, f"--use-file-for-fake-video-capture={video}"],
     )
     yield camera
     camera.close()

@@ -272,3 +272,24 @@ def test_a_frozen_frame_is_the_image_of_every_page():
     context = at.session_state["context"]
     assert context.image_name == "Live frame 12:00:00"
     torch.testing.assert_close(context.x, context.model.preprocessing(frame))
+
+
+def test_frames_take_turns_at_the_admission_gate(small_cnn):
+    from cnnviz.admission import AdmissionGate
+
+    gate = AdmissionGate(slots=1, quantum_s=0.05, poll_s=0.01)
+    processor = LiveProcessor(LiveSettings(small_cnn, "features.4", 2, "grad_cam", "features.9"), idle_seconds=0.5,
+                              streams=threading.BoundedSemaphore(1), gate=gate, owner="student live")
+    try:
+        with gate.job("another student", "occlusion"):  # the one slot is busy: no frame is processed
+            processor.submit(_frame(0))
+            _wait(lambda: gate.status()["waiting"] == ["live frame"])
+            time.sleep(0.2)
+            assert processor.stats().processed == 0
+        _wait(lambda: processor.stats().processed == 1)  # the slot is free: the waiting frame goes through
+        assert gate.status() == {"running": [], "waiting": []}  # each frame gives its turn back
+        processor.submit(_frame(1))
+        _wait(lambda: processor.stats().processed == 2)
+    finally:
+        processor.close()
+    assert leftover_state(small_cnn.module) == []

@@ -204,3 +204,21 @@ def test_a_session_that_moved_on_to_another_model_keeps_the_old_one_no_longer(pa
     ui._results().clear()
     gc.collect()
     assert old() is None, [type(r).__name__ for r in gc.get_referrers(old())]
+
+
+def test_freezing_the_long_lived_objects_happens_once_and_later_garbage_is_still_collected():
+    from cnnviz import memory
+
+    memory.freeze_long_lived_objects()  # start-up (app.py); may have run already in this process
+    frozen = gc.get_freeze_count()
+    assert frozen > 0 and memory.freeze_long_lived_objects() is False and gc.get_freeze_count() == frozen
+
+    class Node:
+        pass
+
+    a, b = Node(), Node()
+    a.other, b.other = b, a  # a cycle: only the collector frees it
+    gone = weakref.ref(a)
+    del a, b
+    gc.collect()
+    assert gone() is None

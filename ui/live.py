@@ -98,9 +98,15 @@ class LiveSession:
 
 
 def session() -> LiveSession:
-    """This browser session's live stream (created on first use)."""
+    """This browser session's live stream (created on first use). Each frame takes a turn at the
+    server's admission gate (``ui.admission``), as the stream's own owner: a session's live stream and
+    its other heavy job (a training run, say) do not wait for each other."""
     if "_live_session" not in st.session_state:
-        st.session_state["_live_session"] = LiveSession()
+        from ui.admission import gate
+        from ui.training import session_uid
+
+        processor = LiveProcessor(gate=gate(), owner=f"{session_uid()} live")
+        st.session_state["_live_session"] = LiveSession(processor)
     return st.session_state["_live_session"]
 
 
