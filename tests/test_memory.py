@@ -189,6 +189,7 @@ def test_a_session_that_moved_on_to_another_model_keeps_the_old_one_no_longer(pa
 
     import ui
 
+    ui._models().clear()  # a model of its own: earlier tests' sessions may still hold the cached one
     at = AppTest.from_file(str(Path(__file__).resolve().parent.parent / "app.py"), default_timeout=300)
     at.session_state["model_name"] = "small_cnn"
     at.run()
