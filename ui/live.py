@@ -19,6 +19,9 @@ from streamlit_webrtc import WebRtcMode, create_video_source_track, webrtc_strea
 from cnnviz.live import CLIP_PHOTOS, MAX_SIDE, BundledClip, LiveProcessor
 from cnnviz.models import LoadedModel
 from cnnviz.samples import digit_sample_names
+from ui import freeze_image
+from ui.admission import gate
+from ui.training import session_uid
 
 CAMERA, CLIP = "Your camera", "Bundled clip"
 CLIP_FPS = 15
@@ -102,9 +105,6 @@ def session() -> LiveSession:
     server's admission gate (``ui.admission``), as the stream's own owner: a session's live stream and
     its other heavy job (a training run, say) do not wait for each other."""
     if "_live_session" not in st.session_state:
-        from ui.admission import gate
-        from ui.training import session_uid
-
         processor = LiveProcessor(gate=gate(), owner=f"{session_uid()} live")
         st.session_state["_live_session"] = LiveSession(processor)
     return st.session_state["_live_session"]
@@ -120,13 +120,11 @@ def prepare_clip(live: LiveSession, model: LoadedModel) -> None:
 
 def freeze(live: LiveSession) -> None:
     """The Freeze button's callback: the latest processed frame becomes the session's image."""
-    import ui  # the package imports this module's siblings; imported here, not at load
-
     result = live.processor.latest()
     if result is None:
         st.toast("No frame yet: press START first.", icon=":material/info:")
         return
-    ui.freeze_image(result.image, f"Live frame {time.strftime('%H:%M:%S')}")
+    freeze_image(result.image, f"Live frame {time.strftime('%H:%M:%S')}")
     st.toast("Frozen: the other pages now use this frame.", icon=":material/ac_unit:")
 
 
