@@ -2,7 +2,7 @@
 
 1. Per frame: ``process_frame`` (top-5 + one layer's feature maps + Grad-CAM or the vanilla gradient,
    from a 320×240 camera-sized frame: preprocessing, one forward pass, the gradient, the drawn
-   composite) against one plain forward + input-gradient pass of the preprocessed 224×224 input; and
+   composite; on the channels-last live copy, ``cnnviz.live.live_network``, and once on the model itself) against one plain forward + input-gradient pass of the preprocessed 224×224 input; and
    the same three results the obvious way, as the still-image pages compute them (``predict`` +
    ``feature_maps`` + ``grad_cam``: three passes). Bar: ≤ 1.3× of forward + input gradient.
 2. In the browser (``--browser``, default on): the app on its own server, Chromium's fake camera
@@ -66,6 +66,7 @@ def per_frame(repeats: int) -> list[tuple[str, float, float, str]]:
         "reference": lambda: input_gradient(net, x, lambda out: out[:, target]),
         "gradcam": lambda: process_frame(model, frame, LAYER, 0, "grad_cam", cam_layer=cam),
         "gradcam, no drawing": lambda: process_frame(model, frame, LAYER, 0, "grad_cam", cam_layer=cam, draw=False),
+        "gradcam, model itself": lambda: process_frame(model, frame, LAYER, 0, "grad_cam", cam_layer=cam, fast=False),
         "vanilla": lambda: process_frame(model, frame, LAYER, 0, "vanilla_gradient"),
         "none": lambda: process_frame(model, frame, LAYER, 0, "none"),
         "three passes": three_passes,
@@ -78,6 +79,8 @@ def per_frame(repeats: int) -> list[tuple[str, float, float, str]]:
         "gradcam": (f"**process_frame, Grad-CAM ({cam})**: top-5 + {LAYER} maps + map, drawn on the 320×240 frame",
                     "bar ≤ 1.3×"),
         "gradcam, no drawing": ("process_frame, Grad-CAM, without drawing the composite", ""),
+        "gradcam, model itself": ("process_frame, Grad-CAM, drawn, on the shared model itself (`fast=False`)",
+                                  "without the live copy"),
         "vanilla": ("process_frame, vanilla gradient, drawn", "bar ≤ 1.3×"),
         "none": ("process_frame, no saliency (inference mode), drawn", ""),
         "three passes": (f"the still-image way: predict + feature_maps({LAYER}) + grad_cam, three passes", "for comparison"),

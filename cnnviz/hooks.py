@@ -136,6 +136,42 @@ def record_activations(
         yield store
 
 
+@contextmanager
+def graph_from(model: nn.Module, layer: str) -> Iterator[dict[str, Tensor]]:
+    """Run the forward pass inside the block without autograd up to ``layer``, and with it after.
+
+    ``layer``'s output is recorded as a leaf that requires grad, and autograd records the rest of
+    the network only: gradients with respect to that output (Grad-CAM) then cost a graph of the
+    layers after it, not of the whole network. The gradient equals the one taken through the full
+    graph. Grad mode is thread-local and restored when the block ends, also when it raises.
+
+    Meant for one forward pass per block: the pass turns autograd on when it reaches ``layer``.
+
+    Args:
+        model: the model to observe (not changed; its parameters need not require grad).
+        layer: a name from ``model.named_modules()``.
+
+    Returns:
+        (yields) a dict that holds ``layer`` -> its output (N, ...) once the forward has reached it.
+    """
+    store: dict[str, Tensor] = {}
+
+    def hook(module: nn.Module, inputs: tuple, output: object) -> object:
+        if not isinstance(output, Tensor):
+            raise TypeError(f"Layer {layer!r} returns {type(output).__name__}, not a tensor.")
+        store[layer] = leaf = output.detach().requires_grad_(True)
+        torch.set_grad_enabled(True)
+        return leaf.clone()  # later in-place ops change the clone, not the leaf
+
+    previous = torch.is_grad_enabled()
+    torch.set_grad_enabled(False)
+    try:
+        with forward_hooks(model, {layer: hook}):
+            yield store
+    finally:
+        torch.set_grad_enabled(previous)
+
+
 class _StopForward(Exception):
     """Raised by ``forward_until``'s hook once every wanted layer is recorded: skips the rest."""
 

@@ -12,6 +12,7 @@ from torchvision.models.feature_extraction import create_feature_extractor
 from cnnviz.hooks import (
     forward_hooks,
     forward_until,
+    graph_from,
     input_gradient,
     leftover_state,
     preserve_mode,
@@ -59,6 +60,37 @@ def test_keep_graph_gives_gradients_with_respect_to_the_layer(small_cnn, digit_b
     a = acts["features.4"].detach().requires_grad_(True)
     (expected,) = torch.autograd.grad(head(a)[:, 3].sum(), a)
     assert torch.allclose(grad, expected, atol=1e-6)
+    assert leftover_state(small_cnn.module) == []
+
+
+def test_graph_from_gives_the_full_graph_gradient_and_records_only_what_follows(vgg):
+    """Grad-CAM's gradient through a graph started at the layer equals the one through the whole
+    network; the layers before it record nothing (the input never enters a graph), and VGG's in-place
+    ReLU after ``features.28`` changes a clone, not the leaf."""
+    x = torch.randn(2, 3, 64, 64)
+    with record_activations(vgg, ["features.28"], keep_graph=True) as full:
+        logits = vgg(x)
+    (expected,) = torch.autograd.grad(logits[:, 5].sum(), full["features.28"])
+    for grad_mode in (True, False):
+        with torch.set_grad_enabled(grad_mode):
+            with graph_from(vgg, "features.28") as leaf:
+                assert not torch.is_grad_enabled()
+                out = vgg(x)
+                assert torch.is_grad_enabled()
+                (grad,) = torch.autograd.grad(out[:, 5].sum(), leaf["features.28"])
+            assert torch.is_grad_enabled() == grad_mode
+    assert leaf["features.28"].is_leaf and (leaf["features.28"] < 0).any()  # recorded before the ReLU
+    assert torch.allclose(grad, expected, atol=1e-6) and grad.abs().sum() > 0
+    torch.testing.assert_close(out, logits.detach())
+    assert leftover_state(vgg) == []
+
+
+def test_graph_from_restores_grad_mode_and_hooks_after_an_exception(small_cnn, digit_batch):
+    x, _ = digit_batch
+    with pytest.raises(RuntimeError, match="boom"), graph_from(small_cnn.module, "features.4"):
+        small_cnn.module(x)
+        raise RuntimeError("boom")
+    assert torch.is_grad_enabled()
     assert leftover_state(small_cnn.module) == []
 
 
