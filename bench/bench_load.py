@@ -6,7 +6,7 @@ another. Prints, per session, seconds alone and under load and whether the resul
 the summary: sessions held, slowest heavy job, slowest Home visit with the model loaded (bar 2 s),
 slowest health check (bar 1 s), errors (bar 0).
 
-Run: ``.venv/bin/python bench/bench_load.py [--sessions 8] [--small] [--no-alone]``.
+Run: ``.venv/bin/python bench/bench_load.py [--sessions 8] [--small] [--no-alone] [--sessions-nice 19]``.
 """
 
 from __future__ import annotations
@@ -27,6 +27,9 @@ def main() -> int:
     parser.add_argument("--small", action="store_true", help="the small CNN's scenarios (occlusion, DeepDream, t-SNE)")
     parser.add_argument("--no-alone", action="store_true", help="skip the runs alone (no identity check)")
     parser.add_argument("--timeout", type=float, default=900.0)
+    parser.add_argument("--sessions-nice", type=int, default=0,
+                        help="run the sessions' Chromium at this niceness (e.g. 19), Home's probe in its own at 0: "
+                             "the simulated students' browsers then yield the cores to the server, as on their laptops")
     args = parser.parse_args()
     scenarios = small_cnn_scenarios(args.sessions) if args.small else lecture_scenarios(args.sessions)
     model = "small_cnn" if args.small else None
@@ -37,7 +40,9 @@ def main() -> int:
             alone = run_alone(url, scenarios, args.timeout)
         print(f"alone, one after another: {time.monotonic() - began:.0f} s")
     with serve_app("bench_load", default_model=model) as url:
-        report = run_load(url, scenarios, args.timeout)
+        report = run_load(url, scenarios, args.timeout, sessions_nice=args.sessions_nice)
+    if args.sessions_nice:
+        print(f"The sessions' Chromium ran at nice {args.sessions_nice}; Home's probe in its own Chromium at 0.")
     print("| session | alone (s) | under load (s) | same result | error |\n|---|---|---|---|---|")
     for k, outcome in enumerate(report.outcomes):
         solo = alone[k] if alone and k < len(alone) else None

@@ -13,7 +13,9 @@ alone first, on a fresh server, every scenario gives the fingerprint it must giv
 from __future__ import annotations
 
 import asyncio
+import os
 import re
+import tempfile
 import time
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
@@ -246,40 +248,61 @@ async def _home(browser, url: str, stop: asyncio.Event, seen: list[float], timeo
         await context.close()
 
 
-async def _run(url: str, scenarios: list[Scenario], timeout_s: float, probe: bool) -> Report:
+def _niced(folder: str, niceness: int) -> str:
+    """A Chromium launcher at ``niceness``: a script that runs Chromium under ``nice``."""
+    path = f"{folder}/chromium-nice-{niceness}"
+    with open(path, "w") as script:
+        script.write(f'#!/bin/sh\nexec nice -n {int(niceness)} {CHROMIUM} "$@"\n')
+    os.chmod(path, 0o755)
+    return path
+
+
+async def _run(url: str, scenarios: list[Scenario], timeout_s: float, probe: bool, sessions_nice: int = 0) -> Report:
     from playwright.async_api import async_playwright
 
     async with async_playwright() as p:
-        browser = await p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        try:
-            warm = await browser.new_context()  # load the model once: Home is timed with it loaded
-            page = await warm.new_page()
-            await page.goto(url)
-            await page.get_by_text("Top prediction").first.wait_for(timeout=timeout_s * 1000)
-            await warm.close()
-            line, stop = StartLine(len(scenarios)), asyncio.Event()
-            health, home = [], []
-            sessions = [asyncio.create_task(run_scenario(browser, url, s, line, timeout_s)) for s in scenarios]
-            await line.go.wait()
-            probes = [asyncio.create_task(_health(url, stop, health))]
-            if probe:
-                probes.append(asyncio.create_task(_home(browser, url, stop, home, timeout_s)))
-            outcomes = list(await asyncio.gather(*sessions))
-            stop.set()
-            for task in probes:
-                try:
-                    await asyncio.wait_for(task, timeout_s)
-                except Exception as error:  # noqa: BLE001
-                    outcomes.append(Outcome(Scenario("probe", "", ""), error=f"probe failed: {error}"))
-        finally:
-            await browser.close()
+        with tempfile.TemporaryDirectory() as folder:
+            sessions_chromium = _niced(folder, sessions_nice) if sessions_nice else CHROMIUM
+            browser = await p.chromium.launch(executable_path=sessions_chromium, args=ARGS)
+            prober = await p.chromium.launch(executable_path=CHROMIUM, args=ARGS) if probe and sessions_nice else browser
+            try:
+                warm = await browser.new_context()  # load the model once: Home is timed with it loaded
+                page = await warm.new_page()
+                await page.goto(url)
+                await page.get_by_text("Top prediction").first.wait_for(timeout=timeout_s * 1000)
+                await warm.close()
+                line, stop = StartLine(len(scenarios)), asyncio.Event()
+                health, home = [], []
+                sessions = [asyncio.create_task(run_scenario(browser, url, s, line, timeout_s)) for s in scenarios]
+                await line.go.wait()
+                probes = [asyncio.create_task(_health(url, stop, health))]
+                if probe:
+                    probes.append(asyncio.create_task(_home(prober, url, stop, home, timeout_s)))
+                outcomes = list(await asyncio.gather(*sessions))
+                stop.set()
+                for task in probes:
+                    try:
+                        await asyncio.wait_for(task, timeout_s)
+                    except Exception as error:  # noqa: BLE001
+                        outcomes.append(Outcome(Scenario("probe", "", ""), error=f"probe failed: {error}"))
+            finally:
+                if prober is not browser:
+                    await prober.close()
+                await browser.close()
     return Report(len(scenarios), outcomes, max(health, default=0.0), len(health), home, health)
 
 
-def run_load(url: str, scenarios: list[Scenario], timeout_s: float = 600.0, probe: bool = True) -> Report:
-    """Run ``scenarios`` at once against the server at ``url``; with ``probe``, time Home meanwhile."""
+def run_load(url: str, scenarios: list[Scenario], timeout_s: float = 600.0, probe: bool = True,
+             sessions_nice: int = 0) -> Report:
+    """Run ``scenarios`` at once against the server at ``url``; with ``probe``, time Home meanwhile.
+
+    Args:
+        sessions_nice: run the sessions' Chromium at this niceness (0: as the server), and Home's probe
+            in a Chromium of its own at normal priority. On one machine the simulated students'
+            browsers share the server's cores; in a lecture hall each runs on its own laptop.
+    """
     with ThreadPoolExecutor(1) as worker:  # a loop of its own: the suite's sync Playwright runs one in this thread
-        return worker.submit(asyncio.run, _run(url, scenarios, timeout_s, probe)).result()
+        return worker.submit(asyncio.run, _run(url, scenarios, timeout_s, probe, sessions_nice)).result()
 
 
 def run_alone(url: str, scenarios: list[Scenario], timeout_s: float = 600.0) -> list[Outcome]:
