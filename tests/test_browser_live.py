@@ -172,6 +172,9 @@ def test_fake_camera_streams_at_video_rate_and_a_frozen_frame_reaches_saliency(l
         assert page.locator("[data-testid='stMain'] .js-plotly-plot").count() >= 1
         assert page.locator("[data-testid='stException']").count() == 0
         screenshot(page, "live_frozen_frame_on_saliency")
+    except Exception:
+        screenshot(page, "live_failed")  # where it stood: the assertion's message alone may not say
+        raise
     finally:
         context.close()
     assert_clean_log()
