@@ -13,17 +13,22 @@ alone first, on a fresh server, every scenario gives the fingerprint it must giv
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import re
+import subprocess
+import sys
 import tempfile
 import time
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from conftest import CHROMIUM, SCREENSHOTS, serve_app  # noqa: F401  (serve_app re-exported for the bench)
 
 EXCEPTION = "[data-testid='stException']"
+PROBE = Path(__file__).with_name("load_probe.py")
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
         "--disable-sync", "--no-first-run"]
 FINGERPRINT_JS = """() => {
@@ -161,8 +166,16 @@ async def _open_by_link(page, path: str, timeout_s: float) -> None:
     """Open ``path`` by the sidebar's link, within the session (a new URL would start a new session)."""
     nav = "[data-testid='stSidebarNav']"  # a link carries the view's query string (ui.links) after the path
     link = page.locator(f"{nav} a[href$='/{path}'], {nav} a[href*='/{path}?']").first
-    if not await link.is_visible():
-        await page.locator("[data-testid='stSidebarNav']").get_by_text(re.compile(r"View \d+ more")).first.click()
+    deadline = time.monotonic() + timeout_s
+    while not await link.is_visible():  # behind "View N more"; a rerun may fold the list again, so retry
+        more = page.locator(nav).get_by_text(re.compile(r"View \d+ more")).first
+        if await more.is_visible():
+            await more.click()
+        try:
+            await link.wait_for(state="visible", timeout=5_000)
+        except Exception:  # noqa: BLE001 - Playwright's timeout: unfold the list again, until the deadline
+            if time.monotonic() > deadline:
+                raise
     await link.click()
     await page.get_by_text("What am I looking at?").first.wait_for(timeout=timeout_s * 1000)
     await wait_quiet(page, timeout_s)
@@ -262,9 +275,9 @@ async def _run(url: str, scenarios: list[Scenario], timeout_s: float, probe: boo
 
     async with async_playwright() as p:
         with tempfile.TemporaryDirectory() as folder:
-            sessions_chromium = _niced(folder, sessions_nice) if sessions_nice else CHROMIUM
-            browser = await p.chromium.launch(executable_path=sessions_chromium, args=ARGS)
-            prober = await p.chromium.launch(executable_path=CHROMIUM, args=ARGS) if probe and sessions_nice else browser
+            chromium = _niced(folder, sessions_nice) if sessions_nice else CHROMIUM
+            browser = await p.chromium.launch(executable_path=chromium, args=ARGS)
+            apart = None
             try:
                 warm = await browser.new_context()  # load the model once: Home is timed with it loaded
                 page = await warm.new_page()
@@ -272,12 +285,22 @@ async def _run(url: str, scenarios: list[Scenario], timeout_s: float, probe: boo
                 await page.get_by_text("Top prediction").first.wait_for(timeout=timeout_s * 1000)
                 await warm.close()
                 line, stop = StartLine(len(scenarios)), asyncio.Event()
-                health, home = [], []
+                health, home, problems = [], [], []
+                records = Path(folder) / "probe.jsonl"
+                if sessions_nice:  # the light requests from a process of their own, at normal priority
+                    with open(records, "w") as sink:
+                        apart = subprocess.Popen([sys.executable, str(PROBE), url, "home" if probe else "health",
+                                                  str(timeout_s)], stdin=subprocess.PIPE, stdout=sink, text=True)
                 sessions = [asyncio.create_task(run_scenario(browser, url, s, line, timeout_s)) for s in scenarios]
                 await line.go.wait()
-                probes = [asyncio.create_task(_health(url, stop, health))]
-                if probe:
-                    probes.append(asyncio.create_task(_home(prober, url, stop, home, timeout_s)))
+                probes = []
+                if apart is not None:
+                    apart.stdin.write("go\n")
+                    apart.stdin.flush()
+                else:
+                    probes.append(asyncio.create_task(_health(url, stop, health)))
+                    if probe:
+                        probes.append(asyncio.create_task(_home(browser, url, stop, home, timeout_s)))
                 outcomes = list(await asyncio.gather(*sessions))
                 stop.set()
                 for task in probes:
@@ -285,9 +308,15 @@ async def _run(url: str, scenarios: list[Scenario], timeout_s: float, probe: boo
                         await asyncio.wait_for(task, timeout_s)
                     except Exception as error:  # noqa: BLE001
                         outcomes.append(Outcome(Scenario("probe", "", ""), error=f"probe failed: {error}"))
+                if apart is not None:
+                    await asyncio.to_thread(apart.communicate, None, timeout_s)  # closing its input stops it
+                    for line_text in records.read_text().splitlines():
+                        ((kind, value),) = json.loads(line_text).items()
+                        {"health": health, "home": home, "error": problems}[kind].append(value)
+                    outcomes += [Outcome(Scenario("probe", "", ""), error=problem) for problem in problems]
             finally:
-                if prober is not browser:
-                    await prober.close()
+                if apart is not None and apart.poll() is None:
+                    apart.kill()
                 await browser.close()
     return Report(len(scenarios), outcomes, max(health, default=0.0), len(health), home, health)
 
@@ -297,9 +326,10 @@ def run_load(url: str, scenarios: list[Scenario], timeout_s: float = 600.0, prob
     """Run ``scenarios`` at once against the server at ``url``; with ``probe``, time Home meanwhile.
 
     Args:
-        sessions_nice: run the sessions' Chromium at this niceness (0: as the server), and Home's probe
-            in a Chromium of its own at normal priority. On one machine the simulated students'
-            browsers share the server's cores; in a lecture hall each runs on its own laptop.
+        sessions_nice: run the sessions' Chromium at this niceness (0: as the server), and the light
+            requests (health checks, Home in a Chromium of its own) from a process of their own at normal
+            priority (``load_probe.py``). On one machine the simulated students' browsers and their
+            driver share the server's cores; in a lecture hall each runs on its own laptop.
     """
     with ThreadPoolExecutor(1) as worker:  # a loop of its own: the suite's sync Playwright runs one in this thread
         return worker.submit(asyncio.run, _run(url, scenarios, timeout_s, probe, sessions_nice)).result()
