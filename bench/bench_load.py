@@ -28,8 +28,7 @@ def main() -> int:
     parser.add_argument("--no-alone", action="store_true", help="skip the runs alone (no identity check)")
     parser.add_argument("--timeout", type=float, default=900.0)
     parser.add_argument("--sessions-nice", type=int, default=0,
-                        help="run the sessions' Chromium at this niceness (e.g. 19), and the health checks and Home's "
-                             "visits from a process of their own at normal priority: the simulated students' browsers "
+                        help="run the sessions' Chromium at this niceness (e.g. 19): the simulated students' browsers "
                              "then yield the cores to the server, as on their own laptops")
     args = parser.parse_args()
     scenarios = small_cnn_scenarios(args.sessions) if args.small else lecture_scenarios(args.sessions)
@@ -43,8 +42,9 @@ def main() -> int:
     with serve_app("bench_load", default_model=model) as url:
         report = run_load(url, scenarios, args.timeout, sessions_nice=args.sessions_nice)
     if args.sessions_nice:
-        print(f"The sessions' Chromium ran at nice {args.sessions_nice}; the health checks and Home's visits came "
-              "from a process of their own (tests/load_probe.py, Home in its own Chromium) at normal priority.")
+        print(f"The sessions' Chromium ran at nice {args.sessions_nice}.")
+    print("The health checks and Home's visits came from a process of their own (tests/load_probe.py, Home in its "
+          "own Chromium) at normal priority.")
     print("| session | alone (s) | under load (s) | same result | error |\n|---|---|---|---|---|")
     for k, outcome in enumerate(report.outcomes):
         solo = alone[k] if alone and k < len(alone) else None

@@ -3,8 +3,9 @@
 
 Each session runs one ``Scenario`` (a heavy page, opened on its own sample image or seed, so that the
 sessions compute different results and no one is served another's cache) in its own Chromium context,
-driven by Playwright's async API from one event loop. Meanwhile one task asks the health endpoint
-every half second, and another session keeps reopening Home (its model already loaded). The report
+driven by Playwright's async API from one event loop. Meanwhile a process of its own
+(``load_probe.py``) asks the health endpoint every half second and keeps reopening Home (its model
+already loaded) in its own Chromium. The report
 holds each session's time to its result and the result's *fingerprint*: the content-addressed URLs of
 its images (Streamlit names media files by a hash of their bytes) and its plots' data, rounded. Run
 alone first, on a fresh server, every scenario gives the fingerprint it must give under load.
@@ -20,7 +21,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -235,32 +235,6 @@ async def run_scenario(browser, url: str, scenario: Scenario, line: StartLine, t
     return outcome
 
 
-async def _health(url: str, stop: asyncio.Event, seen: list[float]) -> None:
-    def ask() -> float:
-        began = time.monotonic()
-        urllib.request.urlopen(url + "/_stcore/health", timeout=30).read()
-        return time.monotonic() - began
-
-    while not stop.is_set():
-        seen.append(await asyncio.to_thread(ask))
-        await asyncio.sleep(0.5)
-
-
-async def _home(browser, url: str, stop: asyncio.Event, seen: list[float], timeout_s: float) -> None:
-    """Keep opening Home in a fresh session, timing it to its top prediction."""
-    context = await browser.new_context(viewport={"width": 1400, "height": 1000})
-    page = await context.new_page()
-    try:
-        while not stop.is_set():
-            began = time.monotonic()
-            await page.goto(url)
-            await page.get_by_text("Top prediction").first.wait_for(timeout=timeout_s * 1000)
-            seen.append(time.monotonic() - began)
-            await asyncio.sleep(2.0)
-    finally:
-        await context.close()
-
-
 def _niced(folder: str, niceness: int) -> str:
     """A Chromium launcher at ``niceness``: a script that runs Chromium under ``nice``."""
     path = f"{folder}/chromium-nice-{niceness}"
@@ -284,36 +258,22 @@ async def _run(url: str, scenarios: list[Scenario], timeout_s: float, probe: boo
                 await page.goto(url)
                 await page.get_by_text("Top prediction").first.wait_for(timeout=timeout_s * 1000)
                 await warm.close()
-                line, stop = StartLine(len(scenarios)), asyncio.Event()
-                health, home, problems = [], [], []
                 records = Path(folder) / "probe.jsonl"
-                if sessions_nice:  # the light requests from a process of their own, at normal priority
-                    with open(records, "w") as sink:
-                        apart = subprocess.Popen([sys.executable, str(PROBE), url, "home" if probe else "health",
-                                                  str(timeout_s)], stdin=subprocess.PIPE, stdout=sink, text=True)
+                with open(records, "w") as sink:  # the light requests, from a process of their own
+                    apart = subprocess.Popen([sys.executable, str(PROBE), url, "home" if probe else "health",
+                                              str(timeout_s)], stdin=subprocess.PIPE, stdout=sink, text=True)
+                line = StartLine(len(scenarios))
                 sessions = [asyncio.create_task(run_scenario(browser, url, s, line, timeout_s)) for s in scenarios]
                 await line.go.wait()
-                probes = []
-                if apart is not None:
-                    apart.stdin.write("go\n")
-                    apart.stdin.flush()
-                else:
-                    probes.append(asyncio.create_task(_health(url, stop, health)))
-                    if probe:
-                        probes.append(asyncio.create_task(_home(browser, url, stop, home, timeout_s)))
+                apart.stdin.write("go\n")
+                apart.stdin.flush()
                 outcomes = list(await asyncio.gather(*sessions))
-                stop.set()
-                for task in probes:
-                    try:
-                        await asyncio.wait_for(task, timeout_s)
-                    except Exception as error:  # noqa: BLE001
-                        outcomes.append(Outcome(Scenario("probe", "", ""), error=f"probe failed: {error}"))
-                if apart is not None:
-                    await asyncio.to_thread(apart.communicate, None, timeout_s)  # closing its input stops it
-                    for line_text in records.read_text().splitlines():
-                        ((kind, value),) = json.loads(line_text).items()
-                        {"health": health, "home": home, "error": problems}[kind].append(value)
-                    outcomes += [Outcome(Scenario("probe", "", ""), error=problem) for problem in problems]
+                await asyncio.to_thread(apart.communicate, None, timeout_s)  # closing its input stops it
+                health, home, problems = [], [], []
+                for line_text in records.read_text().splitlines():
+                    ((kind, value),) = json.loads(line_text).items()
+                    {"health": health, "home": home, "error": problems}[kind].append(value)
+                outcomes += [Outcome(Scenario("probe", "", ""), error=problem) for problem in problems]
             finally:
                 if apart is not None and apart.poll() is None:
                     apart.kill()
@@ -325,11 +285,13 @@ def run_load(url: str, scenarios: list[Scenario], timeout_s: float = 600.0, prob
              sessions_nice: int = 0) -> Report:
     """Run ``scenarios`` at once against the server at ``url``; with ``probe``, time Home meanwhile.
 
+    The light requests (health checks, and Home in a Chromium of its own) come from a process of
+    their own at normal priority (``load_probe.py``), so their timings hold no waiting for this one.
+
     Args:
-        sessions_nice: run the sessions' Chromium at this niceness (0: as the server), and the light
-            requests (health checks, Home in a Chromium of its own) from a process of their own at normal
-            priority (``load_probe.py``). On one machine the simulated students' browsers and their
-            driver share the server's cores; in a lecture hall each runs on its own laptop.
+        sessions_nice: run the sessions' Chromium at this niceness (0: as the server). On one machine
+            the simulated students' browsers share the server's cores; in a lecture hall each runs on
+            its own laptop.
     """
     with ThreadPoolExecutor(1) as worker:  # a loop of its own: the suite's sync Playwright runs one in this thread
         return worker.submit(asyncio.run, _run(url, scenarios, timeout_s, probe, sessions_nice)).result()

@@ -1,4 +1,4 @@
-"""The load test's light requests, in a process of their own (``load.run_load(..., sessions_nice=N)``):
+"""The load test's light requests, in a process of their own (``load.run_load``):
 the health endpoint every half second and, with ``home``, Home reopened in a fresh session of its own
 Chromium, timed to its top prediction.
 
