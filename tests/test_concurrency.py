@@ -21,6 +21,7 @@ from cnnviz import synthesis as S
 from cnnviz.features import channel_maxima, extract_features, feature_maps, receptive_field
 from cnnviz.hooks import leftover_state
 from cnnviz.layers import layer_table
+from cnnviz.live import process_frame
 from cnnviz.models import LoadedModel, load_model
 
 SIZE = 64
@@ -55,6 +56,11 @@ def _jobs(shared: LoadedModel, built: list[LoadedModel]) -> dict[str, Callable[[
         model = build("squeezenet1_1")
         return _weights(model.module), A.vanilla_gradient(model.module, x, TARGET)
 
+    def live_frame(model: LoadedModel) -> tuple[Tensor, Tensor, list]:
+        frame = (pixels[0].permute(1, 2, 0).numpy() * 255).astype(np.uint8)
+        result = process_frame(model, frame, "layer1", 0, "grad_cam", cam_layer="layer4")
+        return result.maps, result.heat, result.predictions
+
     return {
         "occlusion": lambda: A.occlusion(net, x, TARGET, 16, 16, precision="bfloat16"),  # builds the bf16 copy
         "occlusion fp32": lambda: A.occlusion(net, x, TARGET, 32, 32, precision="float32"),
@@ -68,6 +74,7 @@ def _jobs(shared: LoadedModel, built: list[LoadedModel]) -> dict[str, Callable[[
         "extraction": lambda: (extract_features(shared, batch, batch_size=2),
                                channel_maxima(shared, batch, "layer3", batch_size=2).values),
         "dream": lambda: S.run(S.dream(shared, pixels, "layer2", steps=3, octaves=2)).pixels,
+        "live frame": lambda: live_frame(shared),  # builds the live copy; autograd off up to layer4 in its thread
         "build + occlusion": build_and_occlude,
         "build + gradient": build_and_differentiate,
     }
