@@ -1,8 +1,9 @@
 """Fair sharing of the CPU between sessions: one process-wide admission gate for heavy jobs.
 
 A heavy job (occlusion, SmoothGrad, an optimisation loop, a dataset pass, t-SNE, training) takes a
-*slot* before it computes and gives it back when it ends. There are few slots (``plan``: the cores
-divided by the threads each job uses), so concurrent jobs never oversubscribe the cores; the rest
+*slot* before it computes and gives it back when it ends. There are few slots (``plan``: the cores but
+one, divided by the threads each job uses), so concurrent jobs never oversubscribe the cores and one
+core stays free for pages; the rest
 wait in one first-come, first-served queue and can say where they stand. Two rules keep it fair:
 
 - **One job per owner.** An owner (a browser session) holds at most one slot; its second job waits
@@ -47,7 +48,11 @@ class Plan:
 
 
 def plan(cores: int | None = None, environ: dict[str, str] | None = None) -> Plan:
-    """The process's sharing plan: two threads per job, as many jobs as the cores allow (at least one).
+    """The process's sharing plan: one core kept for light work, the rest for heavy jobs of two threads.
+
+    The kept core serves the event loop, every session's page script and uploads, so that a page, the
+    health check and a student's first visit do not queue behind heavy jobs for the CPU. On 2 cores that
+    is one job of one thread; on 8, three jobs of two threads; on 1, one job of one thread.
 
     ``CNNVIZ_JOBS`` and ``CNNVIZ_THREADS`` override either number (positive integers).
 
@@ -56,14 +61,15 @@ def plan(cores: int | None = None, environ: dict[str, str] | None = None) -> Pla
         environ: the environment (default ``os.environ``).
 
     Returns:
-        The plan; ``jobs * threads <= cores`` unless overridden.
+        The plan; ``jobs * threads <= max(1, cores - 1)`` unless overridden.
     """
     environ = os.environ if environ is None else environ
     if cores is None:
         cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     cores = max(1, int(cores))
-    threads = _positive(environ, "CNNVIZ_THREADS") or min(2, cores)
-    jobs = _positive(environ, "CNNVIZ_JOBS") or max(1, cores // threads)
+    heavy_cores = max(1, cores - 1)  # one core kept for light work (the only one, on a single core)
+    threads = _positive(environ, "CNNVIZ_THREADS") or min(2, heavy_cores)
+    jobs = _positive(environ, "CNNVIZ_JOBS") or max(1, heavy_cores // threads)
     return Plan(jobs=jobs, threads=threads, cores=cores)
 
 

@@ -239,7 +239,11 @@ def _niced(folder: str, niceness: int) -> str:
     """A Chromium launcher at ``niceness``: a script that runs Chromium under ``nice``."""
     path = f"{folder}/chromium-nice-{niceness}"
     with open(path, "w") as script:
-        script.write(f'#!/bin/sh\nexec nice -n {int(niceness)} {CHROMIUM} "$@"\n')
+        # Playwright starts the browser in a session of its own (setsid), so Linux schedules it as an
+        # autogroup of its own, beside the server's: a thread's niceness counts only inside its group. The
+        # group's niceness is set too, or the "laptops" would still take an equal share of the cores.
+        script.write(f'#!/bin/sh\necho {int(niceness)} > /proc/self/autogroup 2>/dev/null\n'
+                     f'exec nice -n {int(niceness)} {CHROMIUM} "$@"\n')
     os.chmod(path, 0o755)
     return path
 

@@ -19,11 +19,16 @@ def _until(condition, timeout: float = 5.0) -> None:
         time.sleep(0.005)
 
 
-def test_plan_shares_cores_between_jobs_and_reads_overrides():
-    assert plan(2, {}) == plan(cores=2, environ={}) and (plan(2, {}).jobs, plan(2, {}).threads) == (1, 2)
-    assert (plan(16, {}).jobs, plan(16, {}).threads) == (8, 2)
+def test_plan_keeps_a_core_for_light_work_and_reads_overrides():
+    assert plan(2, {}) == plan(cores=2, environ={}) and (plan(2, {}).jobs, plan(2, {}).threads) == (1, 1)
+    assert (plan(8, {}).jobs, plan(8, {}).threads) == (3, 2)
+    assert (plan(16, {}).jobs, plan(16, {}).threads) == (7, 2)
     assert (plan(1, {}).jobs, plan(1, {}).threads) == (1, 1)
-    assert (plan(16, {"CNNVIZ_JOBS": "3", "CNNVIZ_THREADS": "4"}).jobs, plan(16, {"CNNVIZ_THREADS": "4"}).jobs) == (3, 4)
+    for cores in range(2, 65):  # heavy jobs never take every core
+        sharing = plan(cores, {})
+        assert 1 <= sharing.jobs * sharing.threads <= cores - 1, cores
+    assert (plan(16, {"CNNVIZ_JOBS": "3", "CNNVIZ_THREADS": "4"}).jobs, plan(16, {"CNNVIZ_THREADS": "4"}).jobs) == (3, 3)
+    assert plan(2, {"CNNVIZ_THREADS": "2"}).threads == 2
     with pytest.raises(ValueError, match="CNNVIZ_JOBS"):
         plan(4, {"CNNVIZ_JOBS": "zero"})
 
