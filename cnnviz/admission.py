@@ -3,8 +3,8 @@
 A heavy job (occlusion, SmoothGrad, an optimisation loop, a dataset pass, t-SNE, training) takes a
 *slot* before it computes and gives it back when it ends. There are few slots (``plan``: the cores but
 one, divided by the threads each job uses), so concurrent jobs never oversubscribe the cores and one
-core stays free for pages; the rest
-wait in one first-come, first-served queue and can say where they stand. Two rules keep it fair:
+core stays free for pages; the rest wait in one first-come, first-served queue and can say where they
+stand. Two rules keep it fair:
 
 - **One job per owner.** An owner (a browser session) holds at most one slot; its second job waits
   until its first ends, while other owners' jobs go ahead of it.
