@@ -4,6 +4,7 @@ import sys
 
 import streamlit as st
 
+from cnnviz.admission import align_thread
 from cnnviz.memory import freeze_long_lived_objects, tune_allocator
 
 import ui
@@ -19,6 +20,7 @@ if sys.getswitchinterval() != SWITCH_INTERVAL_S:
     sys.setswitchinterval(SWITCH_INTERVAL_S)
 
 ui.admission.gate()  # sizes the heavy-job gate to the cores and sets torch's threads, once per process
+align_thread()  # and gives this run's thread that count (OpenMP counts per thread; cnnviz.admission)
 tune_allocator()  # glibc hands freed tensor memory back (cnnviz.memory); the same values every run
 
 # What the pages import, loaded before the freeze below, which hides every object alive at start-up from

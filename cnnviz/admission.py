@@ -111,6 +111,25 @@ def configure_threads(threads: int) -> None:
         _THREADS = threads
 
 
+def align_thread() -> int | None:
+    """Give the calling thread the thread count ``configure_threads`` set; a no-op before it ran.
+
+    OpenMP keeps its thread count per thread: a thread started after ``configure_threads`` begins at the
+    machine's default (all cores), and oneDNN's convolutions and scikit-learn's t-SNE read it there, so a
+    job could compute with another count (and round differently) in another thread, and take the core kept
+    for light work. ``torch.get_num_threads`` applies torch's count to the calling thread
+    (torch's per-thread initialisation), which sets nothing process-wide.
+
+    Returns:
+        The thread count now in force in this thread, or None when nothing was configured.
+    """
+    if _THREADS is None:
+        return None
+    import torch
+
+    return torch.get_num_threads()
+
+
 class Ticket:
     """One job's place at the gate: waiting, holding a slot, or done. Made by ``AdmissionGate.ticket``."""
 
@@ -187,6 +206,7 @@ class AdmissionGate:
         ticket = self.ticket(owner, name)
         try:
             ticket.wait(on_wait, cancelled)
+            align_thread()  # this thread computes with the configured thread count, whichever thread it is
             self._local.ticket = ticket
             yield ticket
         finally:

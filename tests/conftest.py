@@ -20,6 +20,10 @@ SCREENSHOTS = ROOT / "artifacts" / "screenshots"
 CHROMIUM = "/usr/bin/chromium"
 
 torch.set_num_threads(2)
+# The app run in-process (AppTest) sizes its gate with this count too, so it does not change the test process's
+# threads (cnnviz.admission.configure_threads); servers started by serve_app get the app's own plan.
+_SERVER_THREADS = os.environ.get("CNNVIZ_THREADS")
+os.environ["CNNVIZ_THREADS"] = "2"
 
 
 @pytest.fixture(scope="session")
@@ -95,6 +99,9 @@ def serve_app(log_name: str = "streamlit", default_model: str | None = "small_cn
     port = _free_port()
     env = {**os.environ, "STREAMLIT_BROWSER_GATHER_USAGE_STATS": "false"}
     env.pop("CNNVIZ_DEFAULT_MODEL", None)
+    env.pop("CNNVIZ_THREADS", None)
+    if _SERVER_THREADS is not None:  # what the person running the tests asked for
+        env["CNNVIZ_THREADS"] = _SERVER_THREADS
     if default_model:
         env["CNNVIZ_DEFAULT_MODEL"] = default_model
     (ROOT / "artifacts").mkdir(exist_ok=True)

@@ -3,6 +3,7 @@ owner, time slices, and waits that end cleanly when cancelled or interrupted."""
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 
@@ -31,6 +32,39 @@ def test_plan_keeps_a_core_for_light_work_and_reads_overrides():
     assert plan(2, {"CNNVIZ_THREADS": "2"}).threads == 2
     with pytest.raises(ValueError, match="CNNVIZ_JOBS"):
         plan(4, {"CNNVIZ_JOBS": "zero"})
+
+
+@pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="needs a machine default above one thread")
+def test_a_new_thread_computes_with_the_configured_thread_count(monkeypatch):
+    import torch
+    from sklearn.utils._openmp_helpers import _openmp_effective_n_threads
+
+    from cnnviz import admission
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)  # as configure_threads(1) does on a 2-core server
+    monkeypatch.setattr(admission, "_THREADS", 1)
+    seen = {}
+
+    def plain() -> None:
+        seen["before"] = _openmp_effective_n_threads()  # OpenMP's count is per thread: the machine's default
+        seen["aligned"] = admission.align_thread()
+        seen["after"] = _openmp_effective_n_threads()
+
+    def in_a_job() -> None:
+        with AdmissionGate(1).job("someone"):
+            seen["in job"] = _openmp_effective_n_threads()
+
+    try:
+        for target in (plain, in_a_job):
+            thread = threading.Thread(target=target)
+            thread.start()
+            thread.join()
+    finally:
+        torch.set_num_threads(previous)
+    assert seen["before"] > 1 and seen["aligned"] == seen["after"] == seen["in job"] == 1, seen
+    monkeypatch.setattr(admission, "_THREADS", None)
+    assert admission.align_thread() is None  # nothing configured (a notebook): nothing to apply
 
 
 def test_never_more_jobs_than_slots_and_every_job_runs():
