@@ -193,7 +193,8 @@ START_UP = {
     ("cnnviz/device.py", "torch.backends"):
         "mps_available only reads torch.backends.mps.is_available(); it sets no backend flag",
     ("cnnviz/admission.py", "threadpoolctl.threadpool_limits"):
-        "the same start-up call: scikit-learn's OpenMP/BLAS pools get the gate's thread count once",
+        "the same start-up call: scikit-learn's BLAS pools get the gate's thread count once (OpenMP counts per "
+        "thread: each script run and heavy job applies torch's count to its own thread, admission.align_thread)",
 }
 """The allowed exceptions: (file, finding) -> why it is start-up code."""
 
