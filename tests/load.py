@@ -143,11 +143,23 @@ async def wait_quiet(page, timeout_s: float, quiet_s: float = 1.5) -> None:
     raise TimeoutError("the page kept running")
 
 
-async def _choose(page, scope: str, label: str, option: str) -> None:
+TRY_MS = 5_000  # one try of a click; a rerun can close a list or fold the navigation under it
+
+
+async def _choose(page, scope: str, label: str, option: str, timeout_s: float) -> None:
+    """Pick ``option`` in the select box ``label``; a rerun that closes the list makes it try again."""
     box = page.locator(f"{scope} [data-testid='stSelectbox']").filter(has_text=label)
-    await box.locator("input").click()
-    await page.keyboard.type(option)
-    await page.get_by_role("option", name=option, exact=True).click()
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            await box.locator("input").click(timeout=TRY_MS)
+            await page.keyboard.type(option)
+            await page.get_by_role("option", name=option, exact=True).click(timeout=TRY_MS)
+            return
+        except Exception:  # noqa: BLE001 - Playwright's timeout: close the list and try again, until the deadline
+            if time.monotonic() > deadline:
+                raise
+            await page.keyboard.press("Escape")
 
 
 class StartLine:
@@ -166,17 +178,17 @@ async def _open_by_link(page, path: str, timeout_s: float) -> None:
     """Open ``path`` by the sidebar's link, within the session (a new URL would start a new session)."""
     nav = "[data-testid='stSidebarNav']"  # a link carries the view's query string (ui.links) after the path
     link = page.locator(f"{nav} a[href$='/{path}'], {nav} a[href*='/{path}?']").first
+    more = page.locator(nav).get_by_text(re.compile(r"View \d+ more")).first
     deadline = time.monotonic() + timeout_s
-    while not await link.is_visible():  # behind "View N more"; a rerun may fold the list again, so retry
-        more = page.locator(nav).get_by_text(re.compile(r"View \d+ more")).first
-        if await more.is_visible():
-            await more.click()
+    while True:  # the link may be behind "View N more", and a rerun may fold the list again at any moment
         try:
-            await link.wait_for(state="visible", timeout=5_000)
+            if not await link.is_visible() and await more.is_visible():
+                await more.click(timeout=TRY_MS)
+            await link.click(timeout=TRY_MS)
+            break
         except Exception:  # noqa: BLE001 - Playwright's timeout: unfold the list again, until the deadline
             if time.monotonic() > deadline:
                 raise
-    await link.click()
     await page.get_by_text("What am I looking at?").first.wait_for(timeout=timeout_s * 1000)
     await wait_quiet(page, timeout_s)
 
@@ -193,7 +205,7 @@ async def run_scenario(browser, url: str, scenario: Scenario, line: StartLine, t
         await page.goto(url)
         await wait_quiet(page, timeout_s)
         if scenario.sample:
-            await _choose(page, "[data-testid='stSidebar']", "Sample image", scenario.sample)
+            await _choose(page, "[data-testid='stSidebar']", "Sample image", scenario.sample, timeout_s)
             await wait_quiet(page, timeout_s)
         if scenario.number or scenario.select:  # the page itself is light until its setting changes
             await _open_by_link(page, scenario.path, timeout_s)
@@ -204,7 +216,7 @@ async def run_scenario(browser, url: str, scenario: Scenario, line: StartLine, t
         if not (scenario.number or scenario.select):
             await _open_by_link(page, scenario.path, timeout_s)
         if scenario.select:
-            await _choose(page, "[data-testid='stMain']", *scenario.select)
+            await _choose(page, "[data-testid='stMain']", *scenario.select, timeout_s)
             await wait_quiet(page, timeout_s)
         if scenario.tab:
             await page.get_by_role("tab", name=scenario.tab).click()
