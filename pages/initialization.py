@@ -42,8 +42,8 @@ label = {"normal": f"N(0, {sigma:g}²)", "xavier": f"Xavier, σ = 1/√{width} =
 columns = min(depth, 6)
 rows = int(np.ceil(depth / columns))
 relu = activation == "relu"
-titles = [f"layer {s.layer}: mean {s.mean:+.2f}, std {s.std:.3g}" + (f"<br>{s.saturated:.0%} zeros (not drawn)" if relu else "")
-          for s in stats]
+titles = [f"layer {s.layer}<br>mean {s.mean:+.2f}<br>std {s.std:.3g}" + (f"<br>{s.saturated:.0%} zeros" if relu else "")
+          for s in stats]  # one fact a line: six columns share a projector's 1280 px
 fig = make_subplots(rows=rows, cols=columns, subplot_titles=titles, horizontal_spacing=0.03,
                     vertical_spacing=0.18 if rows > 1 else 0.1)
 for i, s in enumerate(stats):
@@ -55,8 +55,9 @@ for i, s in enumerate(stats):
                                marker_color="#1f77b4", showlegend=False), row=row, col=col)
     fig.update_xaxes(range=[start, lim], row=row, col=col)
 fig.update_annotations(font_size=11)
-fig.update_layout(height=280 * rows + 40, margin=dict(l=10, r=10, t=80 if relu else 50, b=10), bargap=0.02,
-                  title=f"Activations per layer: {activation}, {label}, width {width}")
+fig.update_layout(height=280 * rows + 60, margin=dict(l=10, r=10, t=125 if relu else 110, b=10), bargap=0.02,
+                  title=f"Activations per layer: {activation}, {label}, width {width}"
+                        + (" (zeros not drawn)" if relu else ""))
 st.plotly_chart(fig, width="stretch")
 ui.export.offer("init_hist", "initialisation", {"depth": depth, "width": width, "activation": activation, "scheme": scheme,
                                                 "sigma": sigma if scheme == "normal" else None}, figure=fig,

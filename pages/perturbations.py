@@ -50,14 +50,16 @@ pre = model.preprocessing
 # --- DeepFool on the current image ----------------------------------------------------------
 
 st.header("The smallest change that fools it")
-c1, c2, c3, c4, c5 = st.columns(5)
+c1, c2, c3, c4, c5 = st.columns([1, 1, 1, 1, 1.5])
 n_classes = len(model.class_names)
 df_norm = c1.radio("Smallest in", ["L2", "ℓ∞"], horizontal=True, key="df_norm",
                    help="L2: the DeepFool of the paper. ℓ∞: its variant (section 3.3) that keeps the largest pixel change small.")
 overshoot = c2.slider("Overshoot", 0.0, 0.2, 0.02, 0.01, key="df_overshoot")
 classes = c3.slider("Candidate classes", 2, min(20, n_classes), min(10, n_classes), key="df_classes")
 max_iter = c4.slider("Most DeepFool steps", 1, 200, 50, key="df_iter")
-compare = c5.checkbox("Compare with FGSM and PGD at their smallest ε", value=True, key="df_compare")
+compare = c5.checkbox("Compare with FGSM, PGD", value=True, key="df_compare",
+                      help="Also find, by bisection, the smallest ε at which FGSM and PGD change the prediction, "
+                           "and compare the sizes of their changes with DeepFool's.")
 df_params = {
     "model": ctx.model_key, "image": ctx.image_key, "norm": df_norm, "overshoot": overshoot, "classes": classes,
     "max_iter": max_iter, "compare": compare,

@@ -270,4 +270,4 @@ g3.caption(f"{model.label} · {feature_layer}, channel {channel} of {channels}")
 g3.caption("The patches page shows a channel's maximally activating patches over a dataset, each with the guided "
            "backprop of its strongest unit beside it, cropped to the same receptive field (pick the same layer and "
            "channel there).")
-g3.page_link("pages/patches.py", label="Patches with guided backprop beside each", icon=":material/extension:")
+g3.page_link("pages/patches.py", label="Open the patches page", icon=":material/extension:")

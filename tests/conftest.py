@@ -187,6 +187,30 @@ def wait_for_app(page, text: str | None = None, timeout: float = 90_000, quiet: 
     raise TimeoutError("the app kept running")
 
 
+NAV = "[data-testid='stSidebarNav']"
+TRY_MS = 5_000  # one try of a click; a rerun can fold the navigation's list under it
+
+
+def open_by_link(page, title: str, timeout: float = 120_000) -> None:
+    """Click the sidebar's link to the page ``title`` (within the session: a new URL would start a new
+    one). The link may be behind "View N more", and a rerun may fold that list again at any moment, so
+    each try unfolds it and clicks within ``TRY_MS``, until ``timeout`` (ms)."""
+    from playwright.sync_api import Error as PlaywrightError  # its TimeoutError is one
+
+    link = page.locator(f"{NAV} a").filter(has_text=title).first  # the text also holds the icon's name
+    more = page.locator(NAV).get_by_text(re.compile(r"^View \d+ more$")).first
+    deadline = time.time() + timeout / 1000
+    while True:
+        try:
+            if not link.is_visible() and more.is_visible():
+                more.click(timeout=TRY_MS)
+            link.click(timeout=TRY_MS)
+            return
+        except PlaywrightError:
+            if time.time() > deadline:
+                raise
+
+
 def screenshot(page, name: str) -> Path:
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     path = SCREENSHOTS / f"{name}.png"

@@ -11,7 +11,7 @@ import statistics
 import time
 import pytest
 
-from conftest import CHROMIUM, ROOT, screenshot, serve_app, wait_for_app
+from conftest import CHROMIUM, ROOT, open_by_link, screenshot, serve_app, wait_for_app
 
 FAKE_CAMERA = ["--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream"]
 CAMERA_FILE_FPS = 15
@@ -162,10 +162,7 @@ def test_fake_camera_streams_at_video_rate_and_a_frozen_frame_reaches_saliency(l
         sidebar.get_by_text(re.compile(r"^Live frame \d\d:\d\d:\d\d$")).wait_for(timeout=60_000)
         frozen = sidebar.get_by_text(re.compile(r"^Live frame \d\d:\d\d:\d\d$")).inner_text()
 
-        more = sidebar.get_by_text(re.compile(r"^View \d+ more$"))  # the navigation shows its first pages only
-        if more.count():
-            more.first.click()
-        page.get_by_role("link", name="Saliency").click()
+        open_by_link(page, "Saliency")
         wait_for_app(page, "Why “")
         assert sidebar.get_by_text(frozen, exact=True).count() == 1  # the sidebar still shows the frozen frame
         assert sidebar.get_by_role("radio", name="Live frame").is_checked()

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 
-from conftest import screenshot, wait_for_app
+from conftest import open_by_link, screenshot, wait_for_app
 from test_browser_home import choose_sample
 
 
@@ -16,10 +16,7 @@ def open_with_cat(page, app_url: str, title: str) -> None:
     wait_for_app(page, "Top prediction", timeout=300_000)  # a cold server on a busy machine
     choose_sample(page, "cat (scikit-image)")
     wait_for_app(page)
-    more = page.locator("[data-testid='stSidebarNavViewButton']")  # a long navigation is folded
-    if more.count() and "more" in more.first.inner_text().lower():
-        more.first.click()
-    page.locator("[data-testid='stSidebarNav'] a").filter(has_text=title).first.click()
+    open_by_link(page, title)
     wait_for_app(page, "What am I looking at?", timeout=300_000)
 
 

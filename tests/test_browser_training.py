@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from conftest import screenshot, serve_app, wait_for_app
+from conftest import open_by_link, screenshot, serve_app, wait_for_app
 
 DIGITS = "digits (scikit-learn, 1,797)"
 
@@ -108,7 +108,7 @@ def test_train_live_then_use_the_network_on_the_filters_page(page, app_url):
         sidebar.get_by_text("Using trained_cnn · trained here on digits").first.wait_for(timeout=60_000)
     finally:
         screenshot(page, "training_used_in_the_sidebar")
-    sidebar.get_by_role("link", name="Filters").click()  # within the session (a reload would start a new one)
+    open_by_link(page, "Filters")  # within the session (a reload would start a new one)
     wait_for_app(page, "Filter norms")
     _no_error(page)
     assert page.get_by_text("trained_cnn · trained here on digits").count() >= 1
