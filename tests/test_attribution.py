@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from cnnviz import attribution as A
-from cnnviz.hooks import HOOK_DICTS, get_module, leftover_state, record_activations
+from cnnviz.hooks import HOOK_DICTS, forward_hooks, get_module, leftover_state, record_activations
 from cnnviz.models import load_model
 
 captum_attr = pytest.importorskip("captum.attr")
@@ -99,6 +99,13 @@ def test_grad_cam_inner_layer_and_default_layer(inputs):
     theirs = captum_attr.LayerGradCam(model, model.layer3).attribute(inputs, target=3, relu_attributions=True)
     close(ours, captum_attr.LayerAttribution.interpolate(theirs, (64, 64), "bilinear")[:, 0])
     assert ours.min() >= 0
+
+    # the layers before "layer3" run without autograd: their outputs keep no graph (hooks.graph_from)
+    recorded = []
+    with forward_hooks(model, {"layer2": lambda module, inputs, output: recorded.append(output.requires_grad)}):
+        A.grad_cam(model, inputs, 3, "layer3")
+    assert recorded == [False]
+    assert torch.is_grad_enabled()
 
 
 class _Net(nn.Module):

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..hooks import record_activations
+from ..hooks import forward_hooks, graph_from
 from .targets import Target, _check_input, logit_objective, module_check
 
 def grad_cam(model: nn.Module, x: Tensor, target: Target, layer: str) -> Tensor:
@@ -22,10 +22,8 @@ def grad_cam(model: nn.Module, x: Tensor, target: Target, layer: str) -> Tensor:
     """
     _check_input(x)
     module_check(model, layer)
-    inputs = x.detach().requires_grad_(True)  # so the activation is in the graph even for frozen weights
-    with torch.enable_grad():
-        with record_activations(model, [layer], keep_graph=True) as acts:
-            output = model(inputs)
+    with graph_from(model, layer) as acts:  # autograd records only the layers after ``layer``
+        output = model(x.detach())
         if layer not in acts:
             raise ValueError(f"Layer {layer!r} was not used in the forward pass.")
         activation = acts[layer]
@@ -52,8 +50,6 @@ def default_cam_layer(model: nn.Module, x: Tensor) -> str:
     """A sensible Grad-CAM layer: the last module to finish whose output is spatial (N, C, h, w),
     h, w > 1, and not a pooling layer's output; among modules returning that very tensor (a block
     and its last child), the outermost. ResNet -> "layer4", VGG -> its last ReLU of "features"."""
-    from ..hooks import forward_hooks
-
     pooling = (nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)
     finished: list[tuple[str, Tensor]] = []
     pooled: list[Tensor] = []
