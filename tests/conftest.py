@@ -188,7 +188,8 @@ def wait_for_app(page, text: str | None = None, timeout: float = 90_000, quiet: 
 
 
 NAV = "[data-testid='stSidebarNav']"
-TRY_MS = 5_000  # one try of a click; a rerun can fold the navigation's list under it
+MORE = re.compile(r"^View \d+ more$")  # the folded navigation's button
+TRY_MS = 5_000  # one try of a click; a rerun can fold the navigation's list or close a select box under it
 
 
 def open_by_link(page, title: str, timeout: float = 120_000) -> None:
@@ -198,7 +199,7 @@ def open_by_link(page, title: str, timeout: float = 120_000) -> None:
     from playwright.sync_api import Error as PlaywrightError  # its TimeoutError is one
 
     link = page.locator(f"{NAV} a").filter(has_text=title).first  # the text also holds the icon's name
-    more = page.locator(NAV).get_by_text(re.compile(r"^View \d+ more$")).first
+    more = page.locator(NAV).get_by_text(MORE).first
     deadline = time.time() + timeout / 1000
     while True:
         try:

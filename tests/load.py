@@ -25,7 +25,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from conftest import CHROMIUM, SCREENSHOTS, serve_app  # noqa: F401  (serve_app re-exported for the bench)
+from conftest import CHROMIUM, MORE, NAV, SCREENSHOTS, TRY_MS, serve_app  # noqa: F401  (serve_app: for the bench)
 
 EXCEPTION = "[data-testid='stException']"
 PROBE = Path(__file__).with_name("load_probe.py")
@@ -143,9 +143,6 @@ async def wait_quiet(page, timeout_s: float, quiet_s: float = 1.5) -> None:
     raise TimeoutError("the page kept running")
 
 
-TRY_MS = 5_000  # one try of a click; a rerun can close a list or fold the navigation under it
-
-
 async def _choose(page, scope: str, label: str, option: str, timeout_s: float) -> None:
     """Pick ``option`` in the select box ``label``; a rerun that closes the list makes it try again."""
     box = page.locator(f"{scope} [data-testid='stSelectbox']").filter(has_text=label)
@@ -176,9 +173,9 @@ class StartLine:
 
 async def _open_by_link(page, path: str, timeout_s: float) -> None:
     """Open ``path`` by the sidebar's link, within the session (a new URL would start a new session)."""
-    nav = "[data-testid='stSidebarNav']"  # a link carries the view's query string (ui.links) after the path
-    link = page.locator(f"{nav} a[href$='/{path}'], {nav} a[href*='/{path}?']").first
-    more = page.locator(nav).get_by_text(re.compile(r"View \d+ more")).first
+    # a link carries the view's query string (ui.links) after the path
+    link = page.locator(f"{NAV} a[href$='/{path}'], {NAV} a[href*='/{path}?']").first
+    more = page.locator(NAV).get_by_text(MORE).first
     deadline = time.monotonic() + timeout_s
     while True:  # the link may be behind "View N more", and a rerun may fold the list again at any moment
         try:
